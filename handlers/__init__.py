@@ -1,0 +1,1 @@
+"""HTTP handlers and middleware. Handlers never touch SQLite: they hand records to the writer."""

@@ -1,0 +1,34 @@
+"""Liveness and readiness for load balancers and systemd."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from handlers.errors import ApiError
+from handlers.keys import WRITER
+from handlers.push import store
+from storage.records import WriteProbe, utc_now
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the writer runs, the queue has room, and a probe write commits."""
+    writer = request.app[WRITER]
+    problems = []
+    if not writer.running:
+        problems.append("the writer is not running")
+    elif writer.full:
+        problems.append(f"the queue is full ({writer.depth} items)")
+    else:
+        try:
+            await store(request, WriteProbe(utc_now()), wait=True)
+        except ApiError as exc:
+            problems.append(f"the database did not take a write ({exc.code})")
+    if problems:
+        return web.json_response(
+            {"status": "unavailable", "problems": problems, "queue": writer.depth}, status=503
+        )
+    return web.json_response({"status": "ready", "queue": writer.depth})

@@ -1,0 +1,11 @@
+"""Typed application keys shared by the app factory and the handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from settings import Settings
+from storage.writer import Writer
+
+SETTINGS = web.AppKey("settings", Settings)
+WRITER = web.AppKey("writer", Writer)

@@ -1,0 +1,170 @@
+"""Turning a push body into a record: identity checks that reject, documented-shape checks that warn.
+
+Only the identity (``workflow_id``, ``node_id``, ``call.call_id``) can reject a push. Everything else
+the vendor documents is checked too, but a deviation is recorded on the row as a warning: the sender
+cannot fix it, and dropping the call would lose data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from handlers.errors import ApiError
+from storage.records import PushRecord
+
+MAX_IDENTITY_LENGTH = 512
+
+STR, INT, OBJ, ARR = "a string", "an integer", "an object", "an array"
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {STR: str, INT: int, OBJ: dict, ARR: list}
+
+# (field, expected type, required) as the vendor's page documents them, per object.
+TOP_FIELDS = (("workflow_name", STR, True), ("node_name", STR, True), ("callee", OBJ, True),
+              ("custom_attribute", OBJ, True))  # fmt: skip
+CALLEE_FIELDS = (
+    *((name, STR, True) for name in ("case_id", "callee_name", "callee_gender", "callee_number",
+                                     "platform_name", "extra_a", "extra_b", "extra_c", "comments")),
+    ("extra", ARR, True), ("extend", OBJ, True),
+    *((name, STR, False) for name in ("borrowed_date", "due_date", "borrowed_amount",
+                                      "total_owing_amount", "currency_unit")),
+)  # fmt: skip
+CALL_FIELDS = (
+    *((name, STR, True) for name in ("task_id", "robot_id", "callee_number", "call_start_time",
+                                     "call_end_time", "intention", "asr_ptp", "slots",
+                                     "intention_description")),
+    *((name, INT, True) for name in ("call_times", "talk_round", "ring_time")),
+    ("multi_label", OBJ, True), ("ner_slots", OBJ, True), ("asr_result", ARR, True),
+    ("redial_call", ARR, False), ("question_answer", ARR, False), ("caller_number", STR, False),
+)  # fmt: skip
+RING_TYPES = frozenset(
+    {"busy", "cantuse", "hold", "line", "switchoff", "outofarea", "unregister", "wrongnum",
+     "notmatch", "normal", "null"}
+)  # fmt: skip
+HANGUP_TYPES = frozenset({"ByCallee", "ByRobot", "Canceled"})
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    for name, python_type in _PYTHON_TYPES.items():
+        if isinstance(value, python_type):
+            return name
+    return "a number"
+
+
+def _is(value: Any, expected: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, _PYTHON_TYPES[expected])
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """Parse the body; anything but a JSON object is a 400."""
+    if not body.strip():
+        raise ApiError(400, "invalid_json", "the body is empty; a push is a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "not_an_object", f"the body is {_type_name(data)}, but a push is a JSON object")
+    return data
+
+
+def _identity(container: dict[str, Any], name: str, path: str) -> str:
+    if name not in container:
+        raise ApiError(422, "missing_field", f"{path} is missing")
+    value = container[name]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise ApiError(
+            422, "invalid_field", f"{path} must be a string or an integer, not {_type_name(value)}"
+        )
+    if not value.strip():
+        raise ApiError(422, "invalid_field", f"{path} is empty")
+    if len(value) > MAX_IDENTITY_LENGTH:
+        raise ApiError(422, "invalid_field", f"{path} is longer than {MAX_IDENTITY_LENGTH} characters")
+    return value
+
+
+def _check(obj: dict[str, Any], spec: tuple[tuple[str, str, bool], ...], prefix: str, out: list[str]) -> None:
+    for name, expected, required in spec:
+        if name not in obj:
+            if required:
+                out.append(f"{prefix}{name} is missing")
+        elif not _is(obj[name], expected):
+            out.append(f"{prefix}{name} should be {expected}, not {_type_name(obj[name])}")
+
+
+def _text(obj: dict[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _enum(
+    obj: dict[str, Any], name: str, allowed: frozenset[str], nullable: bool, out: list[str]
+) -> str | None:
+    path = f"call.{name}"
+    if name not in obj:
+        out.append(f"{path} is missing")
+        return None
+    value = obj[name]
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str):
+        out.append(f"{path} should be {STR}, not {_type_name(value)}")
+        return None
+    if value not in allowed:
+        out.append(f"{path} has an undocumented value {value!r}")
+    return value
+
+
+def to_record(body: bytes, data: dict[str, Any], received_at: str) -> PushRecord:
+    """Build the stored record; raises ApiError (422) only for a bad identity."""
+    workflow_id = _identity(data, "workflow_id", "workflow_id")
+    node_id = _identity(data, "node_id", "node_id")
+    if "call" not in data:
+        raise ApiError(422, "missing_field", "call is missing (call.call_id identifies the call)")
+    call = data["call"]
+    if not isinstance(call, dict):
+        raise ApiError(422, "invalid_field", f"call must be an object, not {_type_name(call)}")
+    call_id = _identity(call, "call_id", "call.call_id")
+
+    warnings: list[str] = []
+    _check(data, TOP_FIELDS, "", warnings)
+    callee = data.get("callee")
+    if not isinstance(callee, dict):
+        callee = {}
+    else:
+        _check(callee, CALLEE_FIELDS, "callee.", warnings)
+    _check(call, CALL_FIELDS, "call.", warnings)
+    # The page says ring_type starts out as null, so null is not a deviation there.
+    ring_type = _enum(call, "ring_type", RING_TYPES, True, warnings)
+    hangup_type = _enum(call, "hangup_type", HANGUP_TYPES, False, warnings)
+
+    return PushRecord(
+        workflow_id=workflow_id,
+        node_id=node_id,
+        call_id=call_id,
+        workflow_name=_text(data, "workflow_name"),
+        node_name=_text(data, "node_name"),
+        case_id=_text(callee, "case_id"),
+        # The list's number identifies the customer; the call's is only the last one dialled.
+        callee_number=_text(callee, "callee_number") or _text(call, "callee_number"),
+        task_id=_text(call, "task_id"),
+        robot_id=_text(call, "robot_id"),
+        call_start_time=_text(call, "call_start_time"),
+        call_end_time=_text(call, "call_end_time"),
+        intention=_text(call, "intention"),
+        hangup_type=hangup_type,
+        ring_type=ring_type,
+        received_at=received_at,
+        warnings=orjson.dumps(warnings).decode() if warnings else None,
+        body_hash=hashlib.blake2b(body, digest_size=16).digest(),
+        body=body.decode("utf-8"),
+    )

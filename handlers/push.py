@@ -1,0 +1,109 @@
+"""POST /push: read, check, hand to the writer, answer ``{}`` once stored (or queued)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+import orjson
+from aiohttp import web
+
+from handlers.errors import LOG_FIELDS, ApiError
+from handlers.keys import SETTINGS, WRITER
+from handlers.payload import decode, to_record
+from storage.records import Outcome, Record, RejectRecord, utc_now
+from storage.writer import WriteFailed, WriterUnavailable
+
+log = logging.getLogger("airudder_receiver.push")
+
+EMPTY_OBJECT = b"{}"
+# Headers worth keeping with a reject: enough to tell who sent it and how, nothing secret.
+KEPT_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "User-Agent", "X-Forwarded-For")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it passes ``limit`` (chunked bodies have no length to check)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(
+            413, "body_too_large", f"the body is {request.content_length} bytes; the limit is {limit}"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"the body is more than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def store(request: web.Request, record: Record, *, wait: bool | None = None) -> Outcome | None:
+    """Queue a record and, in ``committed`` mode (or with ``wait``), wait for its batch to commit.
+
+    None means queued, not yet stored.
+
+    Raises ApiError(503) when it cannot be stored in time: the sender retries.
+    """
+    settings = request.app[SETTINGS]
+    try:
+        if wait is None:
+            wait = settings.ack == "committed"
+        future = request.app[WRITER].submit(record, wait=wait)
+        if future is None:
+            return None
+        # shield: a timed-out wait must not cancel the item, which may still commit; a retry then
+        # arrives as a duplicate and is answered 200.
+        return await asyncio.wait_for(asyncio.shield(future), settings.ack_timeout)
+    except WriterUnavailable as exc:
+        cause, detail = exc.cause, f"the push was not taken ({exc.cause.replace('_', ' ')})"
+    except TimeoutError:
+        cause, detail = "commit_timeout", f"the push was not stored within {settings.ack_timeout:g}s"
+    except WriteFailed:
+        cause, detail = "storage_error", "the database did not take the push"
+    raise ApiError(503, cause, f"{detail}; retry later", retry_after=settings.retry_after)
+
+
+async def keep_reject(request: web.Request, error: ApiError, body: bytes | None) -> None:
+    """Quarantine what we refuse, so that nothing sent to us is lost without trace."""
+    headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    record = RejectRecord(
+        received_at=utc_now(),
+        remote=request.remote,
+        reason=error.code,
+        detail=error.detail,
+        path=request.path,
+        headers=orjson.dumps(headers).decode(),
+        body=body,
+    )
+    try:
+        await store(request, record)
+    except ApiError:
+        log.warning("could not keep a rejected request (%s)", error.code)
+
+
+def _token_matches(request: web.Request) -> bool:
+    expected = request.app[SETTINGS].push_token
+    given = request.match_info.get("token", "")
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+async def receive_push(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    fields = request[LOG_FIELDS]
+    if settings.push_token and not _token_matches(request):
+        raise ApiError(404, "not_found", "there is nothing at this path")
+    body: bytes | None = None
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        data = decode(body)
+        record = to_record(body, data, utc_now())
+    except ApiError as exc:
+        await keep_reject(request, exc, body)
+        raise
+    fields["key"] = "/".join(record.key)
+    outcome = await store(request, record)
+    fields["outcome"] = outcome.value if outcome else "queued"
+    if record.warnings:
+        fields["warned"] = True
+    return web.Response(body=EMPTY_OBJECT, content_type="application/json")

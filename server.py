@@ -1,0 +1,147 @@
+"""airudder-receiver: takes in AIRudder "Custom API Node Data Push" calls and keeps each one in SQLite."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+import logs
+from handlers.errors import errors_and_access_log
+from handlers.health import healthz, readyz
+from handlers.keys import SETTINGS, WRITER
+from handlers.push import receive_push
+from settings import ConfigError, Settings, load
+from storage.connection import open_writer
+from storage.migrations import migrate
+from storage.writer import Writer
+
+log = logging.getLogger("airudder_receiver")
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one sentence for the operator."""
+
+
+# From the signal to exit, everything must fit in this many seconds (systemd and the tests allow 10).
+EXIT_BUDGET = 9.5
+
+
+def writer_context(settings: Settings) -> Any:
+    stopping_since: list[float] = []
+
+    async def mark_stopping(app: web.Application) -> None:
+        stopping_since.append(asyncio.get_running_loop().time())
+
+    @asynccontextmanager
+    async def run_writer(app: web.Application) -> AsyncIterator[None]:
+        try:
+            conn = await open_writer(settings.db_path, settings.synchronous, settings.busy_timeout_ms)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(f"cannot open the database {settings.db_path}: {exc}") from exc
+        try:
+            applied = await migrate(conn)
+        except (sqlite3.Error, RuntimeError) as exc:
+            await conn.close()
+            raise StartupError(f"cannot prepare the database {settings.db_path}: {exc}") from exc
+        if applied:
+            log.info("database %s migrated: %s", settings.db_path, ", ".join(applied))
+        writer = Writer(conn, queue_max=settings.queue_max, max_batch=settings.max_batch)
+        writer.start()
+        app[WRITER] = writer
+        app.on_shutdown.append(mark_stopping)
+        yield
+        # Runs after the HTTP side has stopped and in-flight requests have finished: the drain gets
+        # what is left of the budget, and at least a second.
+        elapsed = asyncio.get_running_loop().time() - stopping_since[0] if stopping_since else 0.0
+        await writer.close(drain_seconds=max(1.0, EXIT_BUDGET - elapsed))
+        log.info("writer drained and database closed")
+
+    return run_writer
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors_and_access_log], client_max_size=settings.max_body_bytes + 1)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(writer_context(settings))
+    push_route = f"{settings.push_path}/{{token}}" if settings.push_token else settings.push_path
+    app.router.add_post(push_route, receive_push)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log=None,  # the middleware logs one line per request, with the token masked
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "listening on http://%s:%d%s, database %s, ack=%s",
+            settings.host,
+            settings.port,
+            settings.push_path,
+            settings.db_path,
+            settings.ack,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("stopping: finishing requests and draining the queue")
+    finally:
+        await runner.cleanup()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airudder-receiver", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the receiver (the default)")
+    serve_cmd.add_argument("--config", help="TOML file (default: ./config.toml when present)")
+    serve_cmd.add_argument("--host", help="address to bind")
+    serve_cmd.add_argument("--port", type=int, help="port to bind")
+    serve_cmd.add_argument("--db", dest="db_path", help="SQLite file")
+    serve_cmd.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+        args_list.insert(0, "serve")
+    args = _parser().parse_args(args_list)
+    overrides = {name: getattr(args, name) for name in ("host", "port", "db_path", "log_format")}
+    try:
+        settings = load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"airudder-receiver: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level, settings.push_path, settings.push_token)
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"airudder-receiver: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"airudder-receiver: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

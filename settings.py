@@ -1,0 +1,110 @@
+"""Configuration: built-in defaults, overridden by a TOML file, then by flags and environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PUSH_TOKEN_ENV = "AIRUDDER_RECEIVER_PUSH_TOKEN"
+
+ACK_MODES = ("committed", "queued")
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one sentence for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db_path: str = "./data/pushes.sqlite3"
+    push_path: str = "/push"
+    push_token: str = ""
+    max_body_bytes: int = 1024 * 1024
+    ack: str = "committed"
+    ack_timeout: float = 5.0
+    queue_max: int = 10_000
+    max_batch: int = 256
+    synchronous: str = "FULL"
+    busy_timeout_ms: int = 3_000
+    retry_after: int = 5
+    shutdown_timeout: float = 6.0
+    log_format: str = "text"
+    log_level: str = "info"
+
+    def validate(self) -> Settings:
+        _require(1 <= self.port <= 65535, f"port must be between 1 and 65535, not {self.port}")
+        _require(bool(self.db_path), "db_path must not be empty")
+        _require(
+            self.push_path.startswith("/") and not self.push_path.endswith("/") and len(self.push_path) > 1,
+            f"push_path must start with '/' and not end with one, not {self.push_path!r}",
+        )
+        _require("/" not in self.push_token, "push_token must not contain '/'")
+        _require(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024")
+        _require(self.ack in ACK_MODES, f"ack must be one of {', '.join(ACK_MODES)}, not {self.ack!r}")
+        _require(0 < self.ack_timeout <= 9, "ack_timeout must be more than 0 and at most 9 seconds")
+        _require(self.queue_max >= 1, "queue_max must be at least 1")
+        _require(1 <= self.max_batch <= 1000, "max_batch must be between 1 and 1000")
+        _require(
+            self.synchronous in SYNCHRONOUS_MODES,
+            f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {self.synchronous!r}",
+        )
+        _require(self.busy_timeout_ms >= 0, "busy_timeout_ms must not be negative")
+        _require(self.retry_after >= 1, "retry_after must be at least 1 second")
+        _require(0 < self.shutdown_timeout <= 8, "shutdown_timeout must be more than 0 and at most 8 seconds")
+        _require(self.log_format in LOG_FORMATS, f"log_format must be text or json, not {self.log_format!r}")
+        _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        return self
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check a TOML value against the type of its default; ints are fine where floats are expected."""
+    default = _FIELDS[name].default
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not expected:
+        raise ConfigError(f"{name} must be a {expected.__name__}, not {type(value).__name__} {value!r}")
+    return value
+
+
+def load(path: str | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults, then the file (``path``, or ./config.toml when present), then overrides, then env."""
+    values: dict[str, Any] = {}
+    file = Path(path) if path else Path("config.toml")
+    if path or file.exists():
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {file} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+        for name, value in raw.items():
+            if name not in _FIELDS:
+                raise ConfigError(f"config file {file} has an unknown key {name!r}")
+            values[name] = _coerce(name, value)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    token = os.environ.get(PUSH_TOKEN_ENV)
+    if token is not None:
+        values["push_token"] = token
+    return dataclasses.replace(Settings(), **values).validate()

@@ -1,0 +1,1 @@
+"""Everything that touches SQLite: connection setup, migrations, the single writer."""

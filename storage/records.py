@@ -1,0 +1,66 @@
+"""What the handlers hand to the writer: plain values, no SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+
+
+def utc_now() -> str:
+    """Receive times as sortable ISO 8601 UTC text with milliseconds, e.g. 2026-11-24T19:47:09.123Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class PushRecord:
+    workflow_id: str
+    node_id: str
+    call_id: str
+    workflow_name: str | None
+    node_name: str | None
+    case_id: str | None
+    callee_number: str | None
+    task_id: str | None
+    robot_id: str | None
+    call_start_time: str | None
+    call_end_time: str | None
+    intention: str | None
+    hangup_type: str | None
+    ring_type: str | None
+    received_at: str
+    warnings: str | None
+    body_hash: bytes
+    body: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.workflow_id, self.node_id, self.call_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRecord:
+    received_at: str
+    remote: str | None
+    reason: str
+    detail: str
+    path: str
+    headers: str
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteProbe:
+    """Asks the writer to prove the database takes a write, for /readyz."""
+
+    received_at: str
+
+
+Record = PushRecord | RejectRecord | WriteProbe
+
+
+class Outcome(Enum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    NEW_VERSION = "new_version"  # a duplicate whose body differs; kept in push_versions
+    STORED = "stored"  # rejects and probes

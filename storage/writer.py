@@ -1,0 +1,287 @@
+"""The single writer: owns the only write connection and answers every queued item.
+
+Handlers call ``submit``; the writer task takes everything waiting (up to ``max_batch``), writes it in
+one ``BEGIN IMMEDIATE`` transaction with a few ``executemany`` calls, commits, and only then resolves
+each item's future. Every awaited aiosqlite call is a hop to its thread, so the number of calls per
+batch is fixed, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from storage.records import Outcome, PushRecord, Record, RejectRecord, WriteProbe, utc_now
+
+log = logging.getLogger("airudder_receiver.writer")
+
+_INSERT_PUSH = """
+INSERT INTO pushes (
+    workflow_id, node_id, call_id, workflow_name, node_name, case_id, callee_number, task_id,
+    robot_id, call_start_time, call_end_time, intention, hangup_type, ring_type,
+    first_received_at, last_received_at, deliveries, warnings, body_hash, body
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
+"""
+_COUNT_DELIVERY = """
+UPDATE pushes SET deliveries = deliveries + 1, last_received_at = max(last_received_at, ?)
+WHERE workflow_id = ? AND node_id = ? AND call_id = ?
+"""
+_INSERT_VERSION = """
+INSERT OR IGNORE INTO push_versions (push_seq, received_at, body_hash, body)
+SELECT seq, ?, ?, ? FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?
+"""
+_INSERT_REJECT = """
+INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+_RECORD_PROBE = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_write_probe', ?)"
+
+
+class WriterUnavailable(Exception):
+    """The item was not taken: the queue is full or the writer is not running."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause  # "queue_full" or "writer_unavailable"
+
+
+class WriteFailed(Exception):
+    """The batch holding the item was rolled back; nothing of it is stored."""
+
+
+@dataclass(slots=True)
+class _Item:
+    record: Record
+    future: asyncio.Future[Outcome] | None
+
+
+_STOP = object()
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0
+    failed_batches: int = 0
+    last_batch_size: int = 0
+    last_commit_seconds: float = 0.0
+    last_error: str | None = None
+
+
+class Writer:
+    def __init__(self, conn: aiosqlite.Connection, *, queue_max: int, max_batch: int) -> None:
+        self._conn = conn
+        self._queue_max = queue_max
+        self._max_batch = max_batch
+        # Unbounded underneath: the limit is enforced in submit(), so the stop marker always fits.
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._accepting = True
+        self._task: asyncio.Task[None] | None = None
+        self.stats = WriterStats()
+
+    # -- what handlers and health checks see ---------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def running(self) -> bool:
+        return self._accepting and self._task is not None and not self._task.done()
+
+    @property
+    def full(self) -> bool:
+        return self._queue.qsize() >= self._queue_max
+
+    def submit(self, record: Record, *, wait: bool) -> asyncio.Future[Outcome] | None:
+        """Queue a record. With ``wait``, the future resolves once its batch is committed."""
+        if not self.running:
+            raise WriterUnavailable("writer_unavailable")
+        if self.full:
+            raise WriterUnavailable("queue_full")
+        future = asyncio.get_running_loop().create_future() if wait else None
+        self._queue.put_nowait(_Item(record, future))
+        return future
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="airudder-receiver-writer")
+
+    async def close(self, drain_seconds: float) -> None:
+        """Stop taking items, write everything already queued, then close the connection."""
+        self._accepting = False
+        self._queue.put_nowait(_STOP)
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), drain_seconds)
+            except TimeoutError:
+                log.error(
+                    "writer did not drain within %.1fs; %d items left unwritten", drain_seconds, self.depth
+                )
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+        self._fail_leftovers()
+        await self._conn.close()
+
+    def _fail_leftovers(self) -> None:
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _Item) and item.future is not None and not item.future.done():
+                item.future.set_exception(WriterUnavailable("writer_unavailable"))
+
+    # -- the writer task ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Item] = [first]  # type: ignore[list-item]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes = await self._write(self._conn, [item.record for item in batch])
+        except asyncio.CancelledError:
+            # Cancelled mid-write (only when a drain overruns): none of these may be acknowledged.
+            self._fail(batch, WriteFailed("the writer was stopped before the batch committed"))
+            raise
+        except Exception as exc:
+            self.stats.failed_batches += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("batch of %d failed and was rolled back: %s", len(batch), self.stats.last_error)
+            self._fail(batch, WriteFailed(self.stats.last_error))
+            return
+        self.stats.batches += 1
+        self.stats.last_batch_size = len(batch)
+        self.stats.last_commit_seconds = time.perf_counter() - started
+        self.stats.last_error = None
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.future is not None and not item.future.done():
+                item.future.set_result(outcome)
+
+    @staticmethod
+    def _fail(batch: Sequence[_Item], exc: Exception) -> None:
+        for item in batch:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(exc)
+            elif item.future is None and isinstance(item.record, PushRecord):
+                log.error("queued push %s was acknowledged but not stored", "/".join(item.record.key))
+
+    @staticmethod
+    async def _write(conn: aiosqlite.Connection, records: Sequence[Record]) -> list[Outcome]:
+        pushes = [r for r in records if isinstance(r, PushRecord)]
+        rejects = [r for r in records if isinstance(r, RejectRecord)]
+        probe = any(isinstance(r, WriteProbe) for r in records)
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            stored = await _stored_hashes(conn, pushes)
+            push_outcomes, new_rows, deliveries, versions = _classify(pushes, stored)
+            if new_rows:
+                await conn.executemany(_INSERT_PUSH, new_rows)
+            if deliveries:
+                await conn.executemany(_COUNT_DELIVERY, deliveries)
+            if versions:
+                await conn.executemany(_INSERT_VERSION, versions)
+            if rejects:
+                await conn.executemany(
+                    _INSERT_REJECT,
+                    [
+                        (r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, r.body)
+                        for r in rejects
+                    ],
+                )
+            if probe:
+                await conn.execute(_RECORD_PROBE, (utc_now(),))
+            await conn.commit()
+        except BaseException:
+            await _rollback_quietly(conn)
+            raise
+        outcomes = iter(push_outcomes)
+        return [next(outcomes) if isinstance(r, PushRecord) else Outcome.STORED for r in records]
+
+
+async def _stored_hashes(
+    conn: aiosqlite.Connection, pushes: Sequence[PushRecord]
+) -> dict[tuple[str, str, str], bytes]:
+    """Body hashes of the batch's keys that are already stored, in one query."""
+    keys = list({p.key for p in pushes})
+    if not keys:
+        return {}
+    placeholders = ",".join(["(?,?,?)"] * len(keys))
+    params = [part for key in keys for part in key]
+    rows = await conn.execute_fetchall(
+        "SELECT workflow_id, node_id, call_id, body_hash FROM pushes "
+        f"WHERE (workflow_id, node_id, call_id) IN (VALUES {placeholders})",
+        params,
+    )
+    return {(row[0], row[1], row[2]): row[3] for row in rows}
+
+
+def _classify(
+    pushes: Sequence[PushRecord], stored: dict[tuple[str, str, str], bytes]
+) -> tuple[list[Outcome], list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Split a batch into new rows, extra deliveries and new versions, in arrival order.
+
+    ``stored`` is updated as new rows are seen, so a key repeated inside one batch counts as a duplicate.
+    """
+    outcomes: list[Outcome] = []
+    new_rows: list[tuple[object, ...]] = []
+    deliveries: list[tuple[object, ...]] = []
+    versions: list[tuple[object, ...]] = []
+    for p in pushes:
+        first_hash = stored.get(p.key)
+        if first_hash is None:
+            stored[p.key] = p.body_hash
+            outcomes.append(Outcome.NEW)
+            new_rows.append(
+                (
+                    p.workflow_id,
+                    p.node_id,
+                    p.call_id,
+                    p.workflow_name,
+                    p.node_name,
+                    p.case_id,
+                    p.callee_number,
+                    p.task_id,
+                    p.robot_id,
+                    p.call_start_time,
+                    p.call_end_time,
+                    p.intention,
+                    p.hangup_type,
+                    p.ring_type,
+                    p.received_at,
+                    p.received_at,
+                    p.warnings,
+                    p.body_hash,
+                    p.body,
+                )
+            )
+            continue
+        deliveries.append((p.received_at, *p.key))
+        if first_hash == p.body_hash:
+            outcomes.append(Outcome.DUPLICATE)
+        else:
+            outcomes.append(Outcome.NEW_VERSION)
+            versions.append((p.received_at, p.body_hash, p.body, *p.key))
+    return outcomes, new_rows, deliveries, versions
+
+
+async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
+    try:
+        await conn.rollback()
+    except Exception as exc:  # the original error is the one worth reporting
+        log.warning("rollback failed: %s", exc)
