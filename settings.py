@@ -71,16 +71,16 @@ def _require(condition: bool, message: str) -> None:
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
 
 
 def _coerce(name: str, value: Any) -> Any:
     """Check a TOML value against the type of its default; ints are fine where floats are expected."""
-    default = _FIELDS[name].default
-    expected = type(default)
+    expected = type(_FIELDS[name].default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not expected:
-        raise ConfigError(f"{name} must be a {expected.__name__}, not {type(value).__name__} {value!r}")
+        raise ConfigError(f"{name} must be {_TYPE_NAMES[expected]}, not {value!r}")
     return value
 
 

@@ -14,8 +14,8 @@ log = logging.getLogger("airudder_receiver.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Set by handlers on the request so the middleware can write one log line that says what happened.
-LOG_FIELDS = "airudder_receiver.log_fields"
+# Filled by handlers so that the middleware writes one log line saying what happened.
+LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
 
 
 class ApiError(Exception):

@@ -28,7 +28,5 @@ async def readyz(request: web.Request) -> web.Response:
         except ApiError as exc:
             problems.append(f"the database did not take a write ({exc.code})")
     if problems:
-        return web.json_response(
-            {"status": "unavailable", "problems": problems, "queue": writer.depth}, status=503
-        )
+        return web.json_response({"status": "unavailable", "problems": problems, "queue": writer.depth}, status=503)
     return web.json_response({"status": "ready", "queue": writer.depth})

@@ -82,9 +82,7 @@ def _identity(container: dict[str, Any], name: str, path: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
-        raise ApiError(
-            422, "invalid_field", f"{path} must be a string or an integer, not {_type_name(value)}"
-        )
+        raise ApiError(422, "invalid_field", f"{path} must be a string or an integer, not {_type_name(value)}")
     if not value.strip():
         raise ApiError(422, "invalid_field", f"{path} is empty")
     if len(value) > MAX_IDENTITY_LENGTH:
@@ -106,9 +104,7 @@ def _text(obj: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _enum(
-    obj: dict[str, Any], name: str, allowed: frozenset[str], nullable: bool, out: list[str]
-) -> str | None:
+def _enum(obj: dict[str, Any], name: str, allowed: frozenset[str], nullable: bool, out: list[str]) -> str | None:
     path = f"call.{name}"
     if name not in obj:
         out.append(f"{path} is missing")

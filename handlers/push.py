@@ -25,9 +25,7 @@ KEPT_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "User-Age
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, or 413 as soon as it passes ``limit`` (chunked bodies have no length to check)."""
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(
-            413, "body_too_large", f"the body is {request.content_length} bytes; the limit is {limit}"
-        )
+        raise ApiError(413, "body_too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
@@ -72,7 +70,8 @@ async def keep_reject(request: web.Request, error: ApiError, body: bytes | None)
         remote=request.remote,
         reason=error.code,
         detail=error.detail,
-        path=request.path,
+        # The route pattern, not the path: a push token must not end up in the database either.
+        path=request.match_info.route.resource.canonical if request.match_info.route.resource else request.path,
         headers=orjson.dumps(headers).decode(),
         body=body,
     )

@@ -93,9 +93,7 @@ async def migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration] = 
     applied: list[str] = []
     current = await schema_version(conn)
     if current > len(migrations):
-        raise RuntimeError(
-            f"database schema version {current} is newer than this program knows ({len(migrations)})"
-        )
+        raise RuntimeError(f"database schema version {current} is newer than this program knows ({len(migrations)})")
     for number, step in enumerate(migrations[current:], start=current + 1):
         await conn.execute("BEGIN IMMEDIATE")
         try:

@@ -120,9 +120,7 @@ class Writer:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), drain_seconds)
             except TimeoutError:
-                log.error(
-                    "writer did not drain within %.1fs; %d items left unwritten", drain_seconds, self.depth
-                )
+                log.error("writer did not drain within %.1fs; %d items left unwritten", drain_seconds, self.depth)
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
         self._fail_leftovers()
@@ -199,10 +197,7 @@ class Writer:
             if rejects:
                 await conn.executemany(
                     _INSERT_REJECT,
-                    [
-                        (r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, r.body)
-                        for r in rejects
-                    ],
+                    [(r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, r.body) for r in rejects],
                 )
             if probe:
                 await conn.execute(_RECORD_PROBE, (utc_now(),))
@@ -214,9 +209,7 @@ class Writer:
         return [next(outcomes) if isinstance(r, PushRecord) else Outcome.STORED for r in records]
 
 
-async def _stored_hashes(
-    conn: aiosqlite.Connection, pushes: Sequence[PushRecord]
-) -> dict[tuple[str, str, str], bytes]:
+async def _stored_hashes(conn: aiosqlite.Connection, pushes: Sequence[PushRecord]) -> dict[tuple[str, str, str], bytes]:
     """Body hashes of the batch's keys that are already stored, in one query."""
     keys = list({p.key for p in pushes})
     if not keys:

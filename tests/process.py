@@ -1,0 +1,92 @@
+"""Start the real server process on a free port and talk to it over loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).parent.parent
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send ``sig`` and wait for the exit code; a process that outlives ``timeout`` is a failure."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"server did not exit within {timeout}s of signal {sig}") from None
+
+
+def post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"server at {url} did not answer within {seconds}s")
+
+
+@contextmanager
+def running_server(
+    workdir: Path,
+    db_path: Path,
+    *extra_args: str,
+    env: dict[str, str] | None = None,
+    command: Sequence[str] = (sys.executable, str(ROOT / "server.py")),
+) -> Iterator[ServerProcess]:
+    """``python server.py`` on a free port, in ``workdir``; killed at the end if still running."""
+    port = free_port()
+    log_path = workdir / f"server-{port}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [*command, "--port", str(port), "--db", str(db_path), *extra_args],
+            cwd=workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_until_up(server.url, proc)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

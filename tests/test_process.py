@@ -1,0 +1,87 @@
+"""End to end: the real server process, real HTTP over loopback, the real file afterwards."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import SAMPLE_BYTES, rows
+from tests.process import ROOT, post, running_server
+from tests.test_push import TYPED
+
+
+def test_server_process_stores_sample_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    db_path = tmp_path / "pushes.sqlite3"
+    with running_server(tmp_path, db_path) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES) == (200, b"{}")
+        assert post(f"{server.url}/push", SAMPLE_BYTES) == (200, b"{}")
+        assert server.stop(signal.SIGTERM) == 0
+    (row,) = rows(db_path, "SELECT * FROM pushes")
+    assert {name: row[name] for name in TYPED} == TYPED
+    assert row["deliveries"] == 2
+    log = server.log()
+    assert "outcome=new" in log
+    assert "outcome=duplicate" in log
+    assert "writer drained and database closed" in log
+
+
+def test_sigint_also_drains_and_exits_zero(tmp_path: Path) -> None:
+    db_path = tmp_path / "pushes.sqlite3"
+    with running_server(tmp_path, db_path, "--log-format", "json") as server:
+        for n in range(20):
+            body = orjson.dumps({**orjson.loads(SAMPLE_BYTES), "call": {"call_id": f"int-{n}"}})
+            assert post(f"{server.url}/push", body)[0] == 200
+        assert server.stop(signal.SIGINT) == 0
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 20
+    lines = [orjson.loads(line) for line in server.log().splitlines()]
+    push_lines = [line for line in lines if line.get("key")]
+    assert len(push_lines) == 20
+    assert all(line["outcome"] == "new" and line["status"] == 200 and "ms" in line for line in push_lines)
+
+
+def test_push_token_is_masked_in_every_log_line(tmp_path: Path) -> None:
+    token = "tok-0123456789abcdef"
+    db_path = tmp_path / "pushes.sqlite3"
+    with running_server(tmp_path, db_path, env={"AIRUDDER_RECEIVER_PUSH_TOKEN": token}) as server:
+        assert post(f"{server.url}/push/{token}", SAMPLE_BYTES)[0] == 200
+        assert post(f"{server.url}/push/tok-0123456789abcdeX", SAMPLE_BYTES)[0] == 404
+        assert post(f"{server.url}/push/{token}", b"not json")[0] == 400
+        assert server.stop() == 0
+    log = server.log()
+    assert "/push/***" in log
+    assert token not in log
+    assert "tok-0123456789abcdeX" not in log
+    (reject,) = rows(db_path, "SELECT path FROM rejects")
+    assert reject["path"] == "/push/{token}"
+
+
+def test_console_script_serves(tmp_path: Path) -> None:
+    script = shutil.which("airudder-receiver", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.fail("the airudder-receiver console script is not installed next to this Python")
+    db_path = tmp_path / "pushes.sqlite3"
+    with running_server(tmp_path, db_path, command=(script, "serve")) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        assert server.stop() == 0
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
+
+
+def test_unopenable_database_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--db", str(blocker / "x.sqlite3"), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "cannot open the database" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,176 @@
+"""The queue and the writer under pressure: ack modes, full queue, locked file, failed commits, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from handlers.payload import decode, to_record
+from storage.connection import open_writer
+from storage.migrations import migrate
+from storage.records import Outcome, PushRecord, utc_now
+from storage.writer import WriteFailed, Writer, WriterUnavailable
+from tests.conftest import SAMPLE_BYTES, ClientFactory, rows, sample
+
+LockTaker = Callable[[], sqlite3.Connection]
+
+
+def record(call_id: str) -> PushRecord:
+    body = orjson.dumps(sample(call_id=call_id))
+    return to_record(body, decode(body), utc_now())
+
+
+async def wait_for_rows(db_path: Path, count: int, seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while rows(db_path, "SELECT count(*) FROM pushes")[0][0] < count:
+            await asyncio.sleep(0.02)
+
+
+async def test_ack_queued_answers_before_commit_and_stores(make_client: ClientFactory, db_path: Path) -> None:
+    client = await make_client(ack="queued")
+    for n in range(5):
+        response = await client.post("/push", data=orjson.dumps(sample(call_id=f"q{n}")))
+        assert response.status == 200
+        assert await response.read() == b"{}"
+    await wait_for_rows(db_path, 5)
+
+
+async def test_ack_committed_means_the_row_is_there_at_answer(make_client: ClientFactory, db_path: Path) -> None:
+    client = await make_client(ack="committed")
+    for n in range(5):
+        assert (await client.post("/push", data=orjson.dumps(sample(call_id=f"c{n}")))).status == 200
+        assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == n + 1
+
+
+async def test_queue_full_is_503_with_retry_after(
+    make_client: ClientFactory, db_path: Path, hold_lock: LockTaker
+) -> None:
+    client = await make_client(queue_max=1, ack_timeout=3.0, busy_timeout_ms=2000, retry_after=7)
+    hold_lock()  # the writer blocks on the lock with its first batch; the next push fills the queue
+    first = asyncio.create_task(client.post("/push", data=orjson.dumps(sample(call_id="f1"))))
+    await asyncio.sleep(0.2)
+    second = asyncio.create_task(client.post("/push", data=orjson.dumps(sample(call_id="f2"))))
+    await asyncio.sleep(0.2)
+    third = await client.post("/push", data=orjson.dumps(sample(call_id="f3")))
+    assert third.status == 503
+    assert third.headers["Retry-After"] == "7"
+    assert (await third.json())["error"] == "queue_full"
+    statuses = [(await first).status, (await second).status]
+    assert statuses == [503, 503]  # neither could be stored while the lock was held
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 0
+
+
+async def test_locked_database_gives_503_then_recovers(
+    make_client: ClientFactory, db_path: Path, hold_lock: LockTaker
+) -> None:
+    client = await make_client(ack_timeout=1.0, busy_timeout_ms=3000)
+    lock = hold_lock()
+    async with asyncio.timeout(3):
+        locked = await client.post("/push", data=orjson.dumps(sample(call_id="L1")))
+    assert locked.status == 503
+    assert (await locked.json())["error"] == "commit_timeout"
+    assert "Retry-After" in locked.headers
+    lock.rollback()
+    # The timed-out push may still commit once the lock goes: a retry is then a duplicate, answered 200.
+    retry = await client.post("/push", data=orjson.dumps(sample(call_id="L1")))
+    assert retry.status == 200
+    assert rows(db_path, "SELECT call_id FROM pushes")[0][0] == "L1"
+
+
+async def test_failed_commit_is_503_and_the_writer_keeps_going(make_client: ClientFactory, db_path: Path) -> None:
+    client = await make_client()
+    assert (await client.post("/push", data=orjson.dumps(sample(call_id="ok-1")))).status == 200
+    with sqlite3.connect(db_path) as conn:  # a real failure inside the writer's transaction
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON pushes WHEN NEW.call_id LIKE 'bad%' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+        )
+    failed = await client.post("/push", data=orjson.dumps(sample(call_id="bad-1")))
+    assert failed.status == 503
+    assert (await failed.json())["error"] == "storage_error"
+    assert "Retry-After" in failed.headers
+    assert (await client.post("/push", data=orjson.dumps(sample(call_id="ok-2")))).status == 200
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DROP TRIGGER refuse")
+    assert (await client.post("/push", data=orjson.dumps(sample(call_id="bad-1")))).status == 200
+    stored = [r[0] for r in rows(db_path, "SELECT call_id FROM pushes ORDER BY seq")]
+    assert stored == ["ok-1", "ok-2", "bad-1"]
+
+
+async def test_readyz_reports_a_locked_database(
+    make_client: ClientFactory, db_path: Path, hold_lock: LockTaker
+) -> None:
+    client = await make_client(ack_timeout=0.5)
+    assert (await client.get("/readyz")).status == 200
+    assert (await client.get("/healthz")).status == 200
+    lock = hold_lock()
+    not_ready = await client.get("/readyz")
+    assert not_ready.status == 503
+    assert "did not take a write" in (await not_ready.json())["problems"][0]
+    assert (await client.get("/healthz")).status == 200
+    lock.rollback()
+    async with asyncio.timeout(5):
+        while (await client.get("/readyz")).status != 200:
+            await asyncio.sleep(0.1)
+
+
+async def open_writer_on(db_path: Path, **kwargs: int) -> Writer:
+    conn = await open_writer(str(db_path), "FULL", 1000)
+    await migrate(conn)
+    writer = Writer(conn, queue_max=kwargs.get("queue_max", 100_000), max_batch=kwargs.get("max_batch", 64))
+    writer.start()
+    return writer
+
+
+async def test_shutdown_drains_everything_queued(db_path: Path) -> None:
+    writer = await open_writer_on(db_path)
+    for n in range(2000):
+        writer.submit(record(f"d{n}"), wait=False)
+    assert writer.depth > 0
+    await writer.close(drain_seconds=9)
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 2000
+    with pytest.raises(WriterUnavailable):
+        writer.submit(record("late"), wait=False)
+
+
+async def test_shutdown_answers_every_waiting_item(db_path: Path) -> None:
+    writer = await open_writer_on(db_path, max_batch=10)
+    futures = [writer.submit(record(f"w{n}"), wait=True) for n in range(100)]
+    await writer.close(drain_seconds=9)
+    results = await asyncio.gather(*(f for f in futures if f is not None))
+    assert results == [Outcome.NEW] * 100
+
+
+async def test_drain_that_overruns_fails_items_instead_of_losing_them(db_path: Path, hold_lock: LockTaker) -> None:
+    writer = await open_writer_on(db_path)
+    hold_lock()
+    future = writer.submit(record("stuck"), wait=True)
+    assert future is not None
+    await writer.close(drain_seconds=0.3)
+    with pytest.raises((WriteFailed, WriterUnavailable)):
+        await future
+
+
+async def test_writer_batches_share_one_transaction(db_path: Path) -> None:
+    writer = await open_writer_on(db_path, max_batch=50)
+    futures = [writer.submit(record(f"b{n % 30}"), wait=True) for n in range(60)]
+    results = await asyncio.gather(*(f for f in futures if f is not None))
+    await writer.close(drain_seconds=5)
+    assert results.count(Outcome.NEW) == 30
+    assert results.count(Outcome.DUPLICATE) == 30
+    assert writer.stats.batches <= 3
+    assert rows(db_path, "SELECT sum(deliveries) FROM pushes")[0][0] == 60
+
+
+async def test_sample_bytes_round_trip_through_writer(db_path: Path) -> None:
+    writer = await open_writer_on(db_path)
+    future = writer.submit(to_record(SAMPLE_BYTES, decode(SAMPLE_BYTES), utc_now()), wait=True)
+    assert future is not None
+    assert await future is Outcome.NEW
+    await writer.close(drain_seconds=5)
+    assert rows(db_path, "SELECT body FROM pushes")[0][0] == SAMPLE_BYTES.decode()
