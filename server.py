@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 import logs
+from commands import COMMANDS
 from handlers.errors import errors_and_access_log
 from handlers.health import healthz, readyz
 from handlers.keys import SETTINGS, WRITER
@@ -108,15 +109,23 @@ async def serve(settings: Settings) -> None:
         await runner.cleanup()
 
 
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML file (default: ./config.toml when present)")
+    parser.add_argument("--db", dest="db_path", help="SQLite file")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airudder-receiver", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the receiver (the default)")
-    serve_cmd.add_argument("--config", help="TOML file (default: ./config.toml when present)")
+    _add_common_arguments(serve_cmd)
     serve_cmd.add_argument("--host", help="address to bind")
     serve_cmd.add_argument("--port", type=int, help="port to bind")
-    serve_cmd.add_argument("--db", dest="db_path", help="SQLite file")
     serve_cmd.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    for command in COMMANDS:
+        sub = commands.add_parser(command.NAME, help=command.HELP)
+        _add_common_arguments(sub)
+        command.add_arguments(sub)
     return parser
 
 
@@ -125,12 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
-    overrides = {name: getattr(args, name) for name in ("host", "port", "db_path", "log_format")}
+    overrides = {name: getattr(args, name, None) for name in ("host", "port", "db_path", "log_format")}
     try:
         settings = load(args.config, overrides)
     except ConfigError as exc:
         print(f"airudder-receiver: {exc}", file=sys.stderr)
         return 2
+    if args.command != "serve":
+        command = next(c for c in COMMANDS if args.command == c.NAME)
+        return int(command.run(args, settings))
     logs.configure(settings.log_format, settings.log_level, settings.push_path, settings.push_token)
     try:
         asyncio.run(serve(settings))
