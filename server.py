@@ -16,13 +16,15 @@ from aiohttp import web
 
 import logs
 from commands import COMMANDS
+from handlers import api
 from handlers.errors import errors_and_access_log
 from handlers.health import healthz, readyz
-from handlers.keys import SETTINGS, WRITER
+from handlers.keys import READERS, SETTINGS, WRITER
 from handlers.push import receive_push
 from settings import ConfigError, Settings, load
 from storage.connection import open_writer
 from storage.migrations import migrate
+from storage.readers import ReaderPool
 from storage.writer import Writer
 
 log = logging.getLogger("airudder_receiver")
@@ -69,14 +71,29 @@ def writer_context(settings: Settings) -> Any:
     return run_writer
 
 
+def readers_context(settings: Settings) -> Any:
+    """The read-only pool for /api; it follows the writer's context, so the schema is current."""
+
+    @asynccontextmanager
+    async def run_readers(app: web.Application) -> AsyncIterator[None]:
+        pool = ReaderPool(settings.db_path, settings.api_readers, settings.busy_timeout_ms)
+        app[READERS] = pool
+        yield
+        await pool.close()
+
+    return run_readers
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_and_access_log], client_max_size=settings.max_body_bytes + 1)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(writer_context(settings))
+    app.cleanup_ctx.append(readers_context(settings))
     push_route = f"{settings.push_path}/{{token}}" if settings.push_token else settings.push_path
     app.router.add_post(push_route, receive_push)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_routes(api.routes)
     return app
 
 

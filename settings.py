@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 PUSH_TOKEN_ENV = "AIRUDDER_RECEIVER_PUSH_TOKEN"
+API_TOKEN_ENV = "AIRUDDER_RECEIVER_API_TOKEN"
 
 ACK_MODES = ("committed", "queued")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -28,6 +29,8 @@ class Settings:
     db_path: str = "./data/pushes.sqlite3"
     push_path: str = "/push"
     push_token: str = ""
+    api_token: str = ""
+    api_readers: int = 4
     max_body_bytes: int = 1024 * 1024
     ack: str = "committed"
     ack_timeout: float = 5.0
@@ -48,6 +51,7 @@ class Settings:
             f"push_path must start with '/' and not end with one, not {self.push_path!r}",
         )
         _require("/" not in self.push_token, "push_token must not contain '/'")
+        _require(1 <= self.api_readers <= 32, "api_readers must be between 1 and 32")
         _require(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024")
         _require(self.ack in ACK_MODES, f"ack must be one of {', '.join(ACK_MODES)}, not {self.ack!r}")
         _require(0 < self.ack_timeout <= 9, "ack_timeout must be more than 0 and at most 9 seconds")
@@ -104,7 +108,8 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> Settings:
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value)
-    token = os.environ.get(PUSH_TOKEN_ENV)
-    if token is not None:
-        values["push_token"] = token
+    for name, env in (("push_token", PUSH_TOKEN_ENV), ("api_token", API_TOKEN_ENV)):
+        token = os.environ.get(env)
+        if token is not None:
+            values[name] = token
     return dataclasses.replace(Settings(), **values).validate()

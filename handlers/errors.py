@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -21,16 +21,32 @@ LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
 class ApiError(Exception):
     """An error answered as ``{"error": code, "detail": detail}`` with ``status``."""
 
-    def __init__(self, status: int, code: str, detail: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+        self.headers = headers
 
 
-def error_response(status: int, code: str, detail: str, retry_after: int | None = None) -> web.Response:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    retry_after: int | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    headers = dict(extra_headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return web.Response(
         status=status,
         body=orjson.dumps({"error": code, "detail": detail}),
@@ -53,7 +69,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         response = await handler(request)
     except ApiError as exc:
         fields.setdefault("error", exc.code)
-        response = error_response(exc.status, exc.code, exc.detail, exc.retry_after)
+        response = error_response(exc.status, exc.code, exc.detail, exc.retry_after, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

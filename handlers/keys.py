@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from settings import Settings
+from storage.readers import ReaderPool
 from storage.writer import Writer
 
 SETTINGS = web.AppKey("settings", Settings)
 WRITER = web.AppKey("writer", Writer)
+READERS = web.AppKey("readers", ReaderPool)

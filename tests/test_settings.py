@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import server
-from settings import PUSH_TOKEN_ENV, ConfigError, Settings, load
+from settings import API_TOKEN_ENV, PUSH_TOKEN_ENV, ConfigError, Settings, load
 
 ROOT = Path(__file__).parent.parent
 
@@ -40,6 +40,13 @@ def test_environment_sets_the_push_token(tmp_path: Path, monkeypatch: pytest.Mon
     config = tmp_path / "c.toml"
     config.write_text('push_token = "from-file"\n')
     assert load(str(config)).push_token == "from-env"
+
+
+def test_environment_sets_the_api_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(API_TOKEN_ENV, "read-from-env")
+    config = tmp_path / "c.toml"
+    config.write_text('api_token = "read-from-file"\n')
+    assert load(str(config)).api_token == "read-from-env"
 
 
 @pytest.mark.parametrize(

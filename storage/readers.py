@@ -1,0 +1,47 @@
+"""A small pool of read-only connections shared by the /api requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiosqlite
+
+from storage.connection import open_reader
+
+
+class ReaderPool:
+    """Up to ``size`` read-only connections, opened on first use and kept for the next request.
+
+    Each aiosqlite connection runs its queries on its own thread, so ``size`` is also how many reads
+    run at once; further requests wait for a free connection. Opening a connection per request costs a
+    thread start and a file open each time, which a pool avoids.
+    """
+
+    def __init__(self, path: str, size: int, busy_timeout_ms: int) -> None:
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[aiosqlite.Connection] = []
+        self._closed = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Borrow a connection; one that saw an error is closed instead of being reused."""
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await open_reader(self._path, self._busy_timeout_ms)
+            try:
+                yield conn
+            except BaseException:
+                await conn.close()
+                raise
+            if self._closed:
+                await conn.close()
+            else:
+                self._idle.append(conn)
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            await self._idle.pop().close()

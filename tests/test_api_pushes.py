@@ -1,0 +1,176 @@
+"""GET /api/pushes: typed columns, filters, keyset pages, and a feed that loses nothing under writes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from storage.queries import PUSH_COLUMNS
+from tests.conftest import ClientFactory, sample
+from tests.test_push import TYPED
+
+
+async def post(client: TestClient[Any, Any], push: dict[str, Any]) -> None:
+    response = await client.post("/push", data=orjson.dumps(push))
+    assert response.status == 200, await response.text()
+
+
+async def get_json(client: TestClient[Any, Any], path: str, status: int = 200, **params: Any) -> Any:
+    response = await client.get(path, params={k: str(v) for k, v in params.items()})
+    assert response.status == status, await response.text()
+    return await response.json()
+
+
+async def test_sample_comes_back_as_typed_columns(make_client: ClientFactory) -> None:
+    client = await make_client()
+    await post(client, sample())
+    page = await get_json(client, "/api/pushes")
+    (item,) = page["items"]
+    assert tuple(item) == PUSH_COLUMNS
+    assert {name: item[name] for name in TYPED} == TYPED
+    assert item["seq"] == 1
+    assert item["deliveries"] == 1
+    assert item["warnings"] is None
+    assert page["next_after"] == 1
+    assert await get_json(client, "/api/pushes", after=1) == {"items": [], "next_after": None}
+
+
+async def test_warnings_are_a_list(make_client: ClientFactory) -> None:
+    client = await make_client()
+    await post(client, sample(call_id="odd", hangup_type="Unplugged"))
+    (item,) = (await get_json(client, "/api/pushes"))["items"]
+    assert item["warnings"] == ["call.hangup_type has an undocumented value 'Unplugged'"]
+
+
+async def test_filters_match_exactly(make_client: ClientFactory, db_path: Path) -> None:
+    client = await make_client()
+    for n in range(6):
+        push = sample(call_id=f"c{n}", intention="AB"[n % 2], task_id=f"t{n % 3}")
+        push["callee"]["case_id"] = f"case-{n}"
+        push["callee"]["callee_number"] = f"+1555000{n}"
+        if n == 5:
+            push["workflow_id"], push["node_id"] = "other-workflow", "other-node"
+        await post(client, push)
+
+    async def call_ids(**params: Any) -> list[str]:
+        return [item["call_id"] for item in (await get_json(client, "/api/pushes", **params))["items"]]
+
+    assert await call_ids(intention="A") == ["c0", "c2", "c4"]
+    assert await call_ids(intention="B", task_id="t2") == ["c5"]
+    assert await call_ids(workflow_id="other-workflow") == ["c5"]
+    assert await call_ids(node_id=sample()["node_id"], intention="B") == ["c1", "c3"]
+    assert await call_ids(case_id="case-3") == ["c3"]
+    assert await call_ids(callee_number="+15550004") == ["c4"]
+    assert await call_ids(call_id="c2") == ["c2"]
+    assert await call_ids(intention="Z") == []
+
+
+async def test_since_and_until_bound_the_received_time(make_client: ClientFactory, db_path: Path) -> None:
+    client = await make_client()
+    for n in range(4):
+        await post(client, sample(call_id=f"d{n}"))
+    with sqlite3.connect(db_path) as conn:
+        for n, day in enumerate(("2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23")):
+            conn.execute("UPDATE pushes SET first_received_at = ? WHERE call_id = ?", (f"{day}T23:30:00.000Z", f"d{n}"))
+
+    async def call_ids(**params: Any) -> list[str]:
+        return [item["call_id"] for item in (await get_json(client, "/api/pushes", **params))["items"]]
+
+    assert await call_ids(since="2026-11-21", until="2026-11-23") == ["d1", "d2"]
+    assert await call_ids(since="2026-11-22T23:30:00Z") == ["d2", "d3"]
+    assert await call_ids(until="2026-11-21T23:30:00.001Z") == ["d0", "d1"]
+    # An offset is converted to UTC: 01:00+02:00 is 23:00Z the day before.
+    assert await call_ids(since="2026-11-22T01:00:00+02:00", until="2026-11-22T00:00:00+00:00") == ["d1"]
+
+
+async def test_pages_follow_next_after(make_client: ClientFactory) -> None:
+    client = await make_client()
+    for n in range(7):
+        await post(client, sample(call_id=f"p{n}"))
+    seen: list[int] = []
+    after = 0
+    while True:
+        page = await get_json(client, "/api/pushes", after=after, limit=3)
+        if page["next_after"] is None:
+            assert page["items"] == []
+            break
+        assert len(page["items"]) <= 3
+        seen += [item["seq"] for item in page["items"]]
+        after = page["next_after"]
+    assert seen == [1, 2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"limit": "0"}, "limit must be between 1 and 1000"),
+        ({"limit": "1001"}, "limit must be between 1 and 1000"),
+        ({"limit": "ten"}, "limit must be an integer"),
+        ({"after": "-1"}, "after must be at least 0"),
+        ({"after": "1.5"}, "after must be an integer"),
+        ({"since": "yesterday"}, "since must be an ISO 8601 time"),
+        ({"until": "2026-13-01"}, "until must be an ISO 8601 time"),
+        ({"since": "2026-11-24", "until": "2026-11-23"}, "must be before until"),
+        ({"intention": ""}, "intention must not be empty"),
+        ({"workflow": "w"}, "unknown parameter 'workflow'"),
+    ],
+)
+async def test_bad_parameters_are_400(make_client: ClientFactory, params: dict[str, str], needle: str) -> None:
+    client = await make_client()
+    body = await get_json(client, "/api/pushes", status=400, **params)
+    assert body["error"] == "invalid_parameter"
+    assert needle in body["detail"]
+
+
+async def test_a_repeated_parameter_is_400(make_client: ClientFactory) -> None:
+    client = await make_client()
+    response = await client.get("/api/pushes?limit=1&limit=2")
+    assert response.status == 400
+    assert await response.json() == {"error": "invalid_parameter", "detail": "limit is given more than once"}
+
+
+async def test_a_feed_under_concurrent_writes_sees_every_push_once(make_client: ClientFactory) -> None:
+    """Writers post in parallel while a consumer follows next_after with small pages."""
+    client = await make_client(max_batch=7)
+    writers, per_writer = 4, 60
+    done = asyncio.Event()
+
+    async def write(w: int) -> None:
+        for n in range(per_writer):
+            await post(client, sample(call_id=f"w{w}-{n}"))
+            if n % 10 == 0:
+                await asyncio.sleep(0)
+
+    pages_during_writes = 0
+
+    async def consume() -> list[dict[str, Any]]:
+        nonlocal pages_during_writes
+        seen: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            finished = done.is_set()  # read before the page, so the last page is taken after the writes
+            page = await get_json(client, "/api/pushes", after=after, limit=5)
+            seen += page["items"]
+            pages_during_writes += bool(page["items"]) and not finished
+            if page["next_after"] is not None:
+                after = page["next_after"]
+            elif finished:
+                return seen
+            else:
+                await asyncio.sleep(0.005)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.gather(*(write(w) for w in range(writers)))
+    done.set()
+    seen = await asyncio.wait_for(consumer, 30)
+    assert pages_during_writes > 5  # the feed really ran while pushes were arriving
+    seqs = [item["seq"] for item in seen]
+    assert seqs == sorted(seqs)
+    assert len(seqs) == len(set(seqs)) == writers * per_writer
+    assert {item["call_id"] for item in seen} == {f"w{w}-{n}" for w in range(writers) for n in range(per_writer)}
