@@ -214,14 +214,21 @@ async def _stored_hashes(conn: aiosqlite.Connection, pushes: Sequence[PushRecord
     keys = list({p.key for p in pushes})
     if not keys:
         return {}
-    placeholders = ",".join(["(?,?,?)"] * len(keys))
     params = [part for key in keys for part in key]
-    rows = await conn.execute_fetchall(
-        "SELECT workflow_id, node_id, call_id, body_hash FROM pushes "
-        f"WHERE (workflow_id, node_id, call_id) IN (VALUES {placeholders})",
-        params,
-    )
+    rows = await conn.execute_fetchall(stored_hashes_sql(len(keys)), params)
     return {(row[0], row[1], row[2]): row[3] for row in rows}
+
+
+def stored_hashes_sql(key_count: int) -> str:
+    """One index search per key: CROSS JOIN makes SQLite loop over the keys and search pushes for each.
+
+    (A row-value ``IN (VALUES ...)`` scanned the whole table, which grew slower with every stored push.)
+    """
+    placeholders = ",".join(["(?,?,?)"] * key_count)
+    return (
+        f"SELECT p.workflow_id, p.node_id, p.call_id, p.body_hash FROM (VALUES {placeholders}) AS k "
+        "CROSS JOIN pushes AS p ON p.workflow_id = k.column1 AND p.node_id = k.column2 AND p.call_id = k.column3"
+    )
 
 
 def _classify(

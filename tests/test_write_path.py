@@ -14,7 +14,7 @@ from handlers.payload import decode, to_record
 from storage.connection import open_writer
 from storage.migrations import migrate
 from storage.records import Outcome, PushRecord, utc_now
-from storage.writer import WriteFailed, Writer, WriterUnavailable
+from storage.writer import WriteFailed, Writer, WriterUnavailable, stored_hashes_sql
 from tests.conftest import SAMPLE_BYTES, ClientFactory, rows, sample
 
 LockTaker = Callable[[], sqlite3.Connection]
@@ -174,3 +174,16 @@ async def test_sample_bytes_round_trip_through_writer(db_path: Path) -> None:
     assert await future is Outcome.NEW
     await writer.close(drain_seconds=5)
     assert rows(db_path, "SELECT body FROM pushes")[0][0] == SAMPLE_BYTES.decode()
+
+
+async def test_duplicate_look_up_searches_the_index_instead_of_scanning(db_path: Path) -> None:
+    writer = await open_writer_on(db_path)
+    for n in range(50):
+        writer.submit(record(f"s{n}"), wait=False)
+    await writer.close(drain_seconds=5)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("ANALYZE")
+    plan = rows(db_path, "EXPLAIN QUERY PLAN " + stored_hashes_sql(2), ("w", "n", "a", "w", "n", "b"))
+    details = [row["detail"] for row in plan]
+    assert any(d.startswith("SEARCH p USING INDEX sqlite_autoindex_pushes_1") for d in details), details
+    assert not any(d.startswith("SCAN p") for d in details), details
