@@ -16,7 +16,7 @@ from aiohttp import web
 
 import logs
 from commands import COMMANDS
-from handlers import api
+from handlers import api, openapi
 from handlers.errors import errors_and_access_log
 from handlers.health import healthz, readyz
 from handlers.keys import READERS, SETTINGS, WRITER
@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(api.routes)
+    app.router.add_routes(openapi.routes)
     return app
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -12,11 +13,12 @@ from handlers.access import read_access
 from handlers.errors import ApiError
 from handlers.keys import READERS
 from storage import queries
-from storage.filters import EXACT_FILTERS, TIME_FILTERS, FilterError, parse_int, parse_push_filter
+from storage.filters import EXACT_FILTERS, TIME_FILTERS, FilterError, parse_after, parse_int, parse_push_filter
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 PUSH_PARAMS = (*EXACT_FILTERS, *TIME_FILTERS, "after", "limit")
+REJECT_PARAMS = ("reason", "after", "limit")
 
 routes = web.RouteTableDef()
 
@@ -37,6 +39,15 @@ def query_params(request: web.Request, allowed: Collection[str]) -> dict[str, st
     return params
 
 
+@contextmanager
+def checked_parameters() -> Iterator[None]:
+    """A filter value that cannot be used is the client's mistake: 400 with the same error shape."""
+    try:
+        yield
+    except FilterError as exc:
+        raise ApiError(400, "invalid_parameter", str(exc)) from None
+
+
 def page_limit(params: Mapping[str, str]) -> int:
     text = params.get("limit")
     return DEFAULT_LIMIT if text is None else parse_int("limit", text, 1, MAX_LIMIT)
@@ -51,11 +62,41 @@ def page(items: list[dict[str, Any]], cursor: str) -> web.Response:
 @read_access
 async def list_pushes(request: web.Request) -> web.Response:
     params = query_params(request, PUSH_PARAMS)
-    try:
+    with checked_parameters():
         push_filter = parse_push_filter(params)
         limit = page_limit(params)
-    except FilterError as exc:
-        raise ApiError(400, "invalid_parameter", str(exc)) from None
     async with request.app[READERS].connection() as conn:
         items = await queries.page_pushes(conn, push_filter, limit)
     return page(items, "seq")
+
+
+@routes.get("/api/pushes/{workflow_id}/{node_id}/{call_id}")
+@read_access
+async def show_push(request: web.Request) -> web.Response:
+    query_params(request, ())
+    key = request.match_info
+    async with request.app[READERS].connection() as conn:
+        push = await queries.push_detail(conn, key["workflow_id"], key["node_id"], key["call_id"])
+    if push is None:
+        raise ApiError(404, "not_found", "no push is stored for this workflow_id, node_id and call_id")
+    return json_response(push)
+
+
+@routes.get("/api/stats")
+@read_access
+async def show_stats(request: web.Request) -> web.Response:
+    query_params(request, ())
+    async with request.app[READERS].connection() as conn:
+        return json_response(await queries.stats(conn))
+
+
+@routes.get("/api/rejects")
+@read_access
+async def list_rejects(request: web.Request) -> web.Response:
+    params = query_params(request, REJECT_PARAMS)
+    with checked_parameters():
+        after = parse_after(params)
+        limit = page_limit(params)
+    async with request.app[READERS].connection() as conn:
+        items = await queries.page_rejects(conn, after, limit, params.get("reason"))
+    return page(items, "id")

@@ -36,6 +36,12 @@ def parse_int(name: str, text: str, minimum: int, maximum: int | None = None) ->
     return value
 
 
+def parse_after(params: Mapping[str, str]) -> int:
+    """The cursor: a seq (or reject id) already seen; 0 starts from the beginning."""
+    text = params.get("after")
+    return 0 if text is None else parse_int("after", text, 0)
+
+
 def parse_time(name: str, text: str) -> str:
     """ISO 8601 (a date, or a date and time with or without offset; no offset means UTC) as stored.
 
@@ -64,5 +70,4 @@ def parse_push_filter(params: Mapping[str, str]) -> PushFilter:
     until = parse_time("until", params["until"]) if params.get("until") is not None else None
     if since is not None and until is not None and since >= until:
         raise FilterError(f"since ({since}) must be before until ({until})")
-    after = parse_int("after", params["after"], 0) if params.get("after") is not None else 0
-    return PushFilter(tuple(equals), since, until, after)
+    return PushFilter(tuple(equals), since, until, parse_after(params))

@@ -76,7 +76,91 @@ INITIAL = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (INITIAL,)
+REJECTS_REPROCESSED = Migration(
+    "0002_rejects_reprocessed",
+    (
+        # Set by reprocess-rejects when a quarantined body was taken in after all.
+        "ALTER TABLE rejects ADD COLUMN reprocessed_at TEXT",
+        "ALTER TABLE rejects ADD COLUMN reprocessed_seq INTEGER",
+    ),
+)
+
+# Views over the stored bodies for people who open the file with sqlite3 or Datasette. A body that purge
+# dropped (NULL) yields no rows, and so does a section that is missing or not of the documented shape.
+# json_valid comes first so that one body SQLite cannot parse does not make the whole view fail.
+_BODY = "CASE WHEN json_valid(p.body) THEN p.body END"
+
+
+def _array_view(view: str, path: str, position: str, fields: tuple[tuple[str, str], ...]) -> str:
+    """A view with one row per object of the array at ``path``, its ``fields`` as columns."""
+    columns = ",\n".join(f"json_extract(e.value, '$.{field}') AS {column}" for column, field in fields)
+    return f"""
+        CREATE VIEW {view} AS
+        SELECT p.seq, p.workflow_id, p.node_id, p.call_id, e.key AS {position},
+        {columns}
+        FROM pushes AS p, json_each({_BODY}, '{path}') AS e
+        WHERE e.type = 'object' AND json_type({_BODY}, '{path}') = 'array'
+        """
+
+
+def _same(*names: str) -> tuple[tuple[str, str], ...]:
+    return tuple((name, name) for name in names)
+
+
+CALL_VIEWS = Migration(
+    "0003_call_views",
+    (
+        "CREATE INDEX pushes_call_id ON pushes (call_id)",
+        _array_view(
+            "call_transcripts",
+            "$.call.asr_result",
+            "turn",
+            (("time", "time"), ("robot_text", "robottext"), ("person_text", "text")),
+        ),
+        f"""
+        CREATE VIEW call_labels AS
+        SELECT p.seq, p.workflow_id, p.node_id, p.call_id, e.key AS label, e.value AS value
+        FROM pushes AS p, json_each({_BODY}, '$.call.multi_label') AS e
+        WHERE json_type({_BODY}, '$.call.multi_label') = 'object'
+        """,
+        _array_view(
+            "call_answers",
+            "$.call.question_answer",
+            "position",
+            _same(
+                "question_name",
+                "question_content",
+                "question_type",
+                "answer",
+                "answer_text",
+                "answer_text_slot",
+                "var",
+                "status",
+                "verification_results",
+                "whether_answer",
+            ),
+        ),
+        _array_view(
+            "call_redials",
+            "$.call.redial_call",
+            "position",
+            (
+                ("redial_call_id", "call_id"),
+                *_same(
+                    "call_start_time",
+                    "ring_type",
+                    "ring_time",
+                    "hangup_type",
+                    "result_label",
+                    "callee_number",
+                    "caller_number",
+                ),
+            ),
+        ),
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (INITIAL, REJECTS_REPROCESSED, CALL_VIEWS)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:

@@ -91,3 +91,103 @@ async def iter_pushes(
 
 async def page_pushes(conn: aiosqlite.Connection, push_filter: PushFilter, limit: int) -> list[dict[str, Any]]:
     return [item async for item in iter_pushes(conn, push_filter, limit=limit)]
+
+
+async def push_detail(
+    conn: aiosqlite.Connection, workflow_id: str, node_id: str, call_id: str
+) -> dict[str, Any] | None:
+    """One call: typed columns, the body as received (null once purged), and any differing versions."""
+    # One read transaction, so that the push and its versions come from the same commit.
+    await conn.execute("BEGIN")
+    try:
+        async with conn.execute(
+            f"SELECT {', '.join(PUSH_COLUMNS)}, body FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?",
+            (workflow_id, node_id, call_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        push = push_row(row)
+        versions = await conn.execute_fetchall(
+            "SELECT received_at, body FROM push_versions WHERE push_seq = ? ORDER BY id", (push["seq"],)
+        )
+    finally:
+        await conn.execute("COMMIT")
+    push["versions"] = [push_row(version) for version in versions]
+    return push
+
+
+async def stats(conn: aiosqlite.Connection) -> dict[str, Any]:
+    """Totals and counts by workflow, node, intention and reject reason, from one snapshot."""
+    await conn.execute("BEGIN")
+    try:
+        (totals,) = await conn.execute_fetchall(
+            "SELECT count(*) AS pushes, coalesce(sum(deliveries), 0) AS deliveries,"
+            " min(first_received_at) AS first_push_at, max(last_received_at) AS last_push_at FROM pushes"
+        )
+        (versions,) = await conn.execute_fetchall("SELECT count(*) FROM push_versions")
+        by_workflow = await conn.execute_fetchall(
+            "SELECT workflow_id, max(workflow_name) AS workflow_name, count(*) AS pushes"
+            " FROM pushes GROUP BY workflow_id ORDER BY pushes DESC, workflow_id"
+        )
+        by_node = await conn.execute_fetchall(
+            "SELECT workflow_id, node_id, max(node_name) AS node_name, count(*) AS pushes"
+            " FROM pushes GROUP BY workflow_id, node_id ORDER BY pushes DESC, workflow_id, node_id"
+        )
+        by_intention = await conn.execute_fetchall(
+            "SELECT intention, count(*) AS pushes FROM pushes GROUP BY intention ORDER BY pushes DESC, intention"
+        )
+        by_reason = await conn.execute_fetchall(
+            "SELECT reason, count(*) AS rejects FROM rejects GROUP BY reason ORDER BY rejects DESC, reason"
+        )
+    finally:
+        await conn.execute("COMMIT")
+    return {
+        "pushes": totals["pushes"],
+        "deliveries": totals["deliveries"],
+        "duplicates": totals["deliveries"] - totals["pushes"],
+        "versions": versions[0],
+        "first_push_at": totals["first_push_at"],
+        "last_push_at": totals["last_push_at"],
+        "rejects": sum(row["rejects"] for row in by_reason),
+        "rejects_by_reason": {row["reason"]: row["rejects"] for row in by_reason},
+        "by_workflow": [dict(row) for row in by_workflow],
+        "by_node": [dict(row) for row in by_node],
+        # A push without an intention is counted under null, which JSON objects cannot key: a list.
+        "by_intention": [dict(row) for row in by_intention],
+    }
+
+
+REJECT_COLUMNS = (
+    "id",
+    "received_at",
+    "remote",
+    "reason",
+    "detail",
+    "path",
+    "headers",
+    "reprocessed_at",
+    "reprocessed_seq",
+)
+
+
+async def page_rejects(
+    conn: aiosqlite.Connection, after: int, limit: int, reason: str | None = None
+) -> list[dict[str, Any]]:
+    """Rejects after ``after`` in id order; the body is given as text (bytes that are not UTF-8 replaced)."""
+    sql = f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE id > ?"
+    params: list[Any] = [after]
+    if reason is not None:
+        sql += " AND reason = ?"
+        params.append(reason)
+    sql += " ORDER BY id LIMIT ?"
+    params.append(limit)
+    items = []
+    for row in await conn.execute_fetchall(sql, params):
+        item = dict(row)
+        item["headers"] = orjson.loads(item["headers"])
+        body = item.pop("body")
+        item["body_bytes"] = None if body is None else len(body)
+        item["body"] = None if body is None else bytes(body).decode("utf-8", "replace")
+        items.append(item)
+    return items

@@ -1,0 +1,111 @@
+"""GET /api/pushes/{key}, /api/stats, /api/rejects and /api/openapi.json."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from handlers.api import PUSH_PARAMS, REJECT_PARAMS
+from server import create_app
+from settings import Settings
+from storage.queries import PUSH_COLUMNS
+from tests.conftest import SAMPLE_BYTES, ClientFactory, sample
+from tests.test_api_pushes import get_json, post
+
+KEY = "/".join((sample()["workflow_id"], sample()["node_id"], sample()["call"]["call_id"]))
+
+
+async def test_one_push_has_body_metadata_and_versions(make_client: ClientFactory) -> None:
+    client = await make_client()
+    assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
+    assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
+    await post(client, sample(intention="F"))
+    push = await get_json(client, f"/api/pushes/{KEY}")
+    assert tuple(push) == (*PUSH_COLUMNS, "body", "versions")
+    assert push["body"] == orjson.loads(SAMPLE_BYTES)
+    assert push["deliveries"] == 3
+    (version,) = push["versions"]
+    assert version["body"]["call"]["intention"] == "F"
+    assert version["received_at"] >= push["first_received_at"]
+
+
+async def test_an_unknown_push_is_404(make_client: ClientFactory) -> None:
+    client = await make_client()
+    body = await get_json(client, "/api/pushes/w/n/none", status=404)
+    assert body["error"] == "not_found"
+
+
+async def test_stats_count_pushes_duplicates_and_rejects(make_client: ClientFactory) -> None:
+    client = await make_client()
+    empty = await get_json(client, "/api/stats")
+    assert (empty["pushes"], empty["duplicates"], empty["rejects"], empty["last_push_at"]) == (0, 0, 0, None)
+    for n in range(3):
+        await post(client, sample(call_id=f"s{n}", intention="AB"[n % 2]))
+    await post(client, sample(call_id="s0"))
+    await post(client, sample(call_id="s0"))
+    other = sample(call_id="x")
+    other["workflow_id"], other["workflow_name"] = "w2", "second"
+    await post(client, other)
+    for body in (b"nope", b"[]", b"{}"):
+        assert (await client.post("/push", data=body)).status in (400, 422)
+    stats = await get_json(client, "/api/stats")
+    assert stats["pushes"] == 4
+    assert stats["deliveries"] == 6
+    assert stats["duplicates"] == 2
+    assert stats["rejects"] == 3
+    assert stats["rejects_by_reason"] == {"invalid_json": 1, "not_an_object": 1, "missing_field": 1}
+    assert stats["by_workflow"] == [
+        {"workflow_id": sample()["workflow_id"], "workflow_name": "test_api_action6", "pushes": 3},
+        {"workflow_id": "w2", "workflow_name": "second", "pushes": 1},
+    ]
+    assert [row["pushes"] for row in stats["by_node"]] == [3, 1]
+    assert stats["by_intention"] == [{"intention": "A", "pushes": 2}, {"intention": "B", "pushes": 1},
+                                     {"intention": "E", "pushes": 1}]  # fmt: skip
+    assert stats["last_push_at"] >= stats["first_push_at"]
+
+
+async def test_rejects_page_with_the_same_cursor(make_client: ClientFactory) -> None:
+    client = await make_client()
+    bodies = [b"nope", b"[1]", b"\xff\xfe", b'{"workflow_id": ""}']
+    for body in bodies:
+        assert (await client.post("/push", data=body, headers={"User-Agent": "tester"})).status in (400, 422)
+    first = await get_json(client, "/api/rejects", limit=3)
+    assert [item["id"] for item in first["items"]] == [1, 2, 3]
+    assert first["next_after"] == 3
+    assert first["items"][0]["body"] == "nope"
+    assert first["items"][0]["headers"]["User-Agent"] == "tester"
+    assert first["items"][2]["body_bytes"] == 2  # not UTF-8: shown with replacement characters
+    rest = await get_json(client, "/api/rejects", after=3)
+    assert [item["reason"] for item in rest["items"]] == ["invalid_field"]
+    assert rest["items"][0]["reprocessed_at"] is None
+    only = await get_json(client, "/api/rejects", reason="not_an_object")
+    assert [item["body"] for item in only["items"]] == ["[1]"]
+    assert (await get_json(client, "/api/rejects", status=400, limit=5000))["error"] == "invalid_parameter"
+
+
+def test_openapi_documents_every_api_route_and_parameter() -> None:
+    from handlers.openapi import OPENAPI
+
+    app = create_app(Settings())
+    served = {
+        route.resource.canonical
+        for route in app.router.routes()
+        if route.method == "GET" and route.resource is not None and route.resource.canonical.startswith("/api")
+    }
+    assert served == set(OPENAPI["paths"])
+    for path, item in OPENAPI["paths"].items():
+        placeholders = set(re.findall(r"\{([^}]+)\}", path))
+        parameters = item["get"]["parameters"]
+        assert {p["name"] for p in parameters if p["in"] == "path"} == placeholders
+    query = {path: [p["name"] for p in OPENAPI["paths"][path]["get"]["parameters"]] for path in served}
+    assert query["/api/pushes"] == list(PUSH_PARAMS)
+    assert query["/api/rejects"] == list(REJECT_PARAMS)
+
+
+async def test_openapi_is_served(make_client: ClientFactory) -> None:
+    client = await make_client()
+    document: dict[str, Any] = await get_json(client, "/api/openapi.json")
+    assert document["openapi"].startswith("3.")
+    assert "/api/pushes" in document["paths"]
