@@ -10,6 +10,7 @@ import argparse
 from types import ModuleType
 from typing import Protocol
 
+from commands import export, purge, reprocess_rejects, stats
 from settings import Settings
 
 
@@ -22,4 +23,4 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace, settings: Settings) -> int: ...
 
 
-COMMANDS: tuple[ModuleType, ...] = ()
+COMMANDS: tuple[ModuleType, ...] = (export, stats, purge, reprocess_rejects)

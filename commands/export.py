@@ -1,0 +1,76 @@
+"""``export``: stream pushes to a file or stdout as JSON lines (full bodies) or CSV (typed columns)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import sys
+from typing import IO, Any
+
+import orjson
+
+from commands.database import NoDatabase, existing_database, fail
+from settings import Settings
+from storage.connection import open_reader
+from storage.filters import EXACT_FILTERS, TIME_FILTERS, FilterError, parse_push_filter
+from storage.queries import PUSH_COLUMNS, iter_pushes
+
+NAME = "export"
+HELP = "write pushes as JSON lines (full bodies) or CSV (typed columns), streaming"
+
+# Rows fetched per hop to the reading thread: large enough to be fast, small enough to stay flat.
+CHUNK_ROWS = 500
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format")
+    parser.add_argument("--output", help="file to write (default: stdout)")
+    parser.add_argument("--after", help="only pushes with a seq greater than this")
+    for name in EXACT_FILTERS:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"only pushes with this {name}")
+    parser.add_argument("--since", help="received at or after this ISO 8601 time (UTC unless an offset is given)")
+    parser.add_argument("--until", help="received before this ISO 8601 time")
+
+
+def filter_params(args: argparse.Namespace) -> dict[str, str]:
+    names = (*EXACT_FILTERS, *TIME_FILTERS, "after")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+async def _export(path: str, args: argparse.Namespace, out: IO[str], busy_timeout_ms: int) -> int:
+    push_filter = parse_push_filter(filter_params(args))
+    as_csv = args.format == "csv"
+    writer: Any = csv.writer(out) if as_csv else None
+    if as_csv:
+        writer.writerow(PUSH_COLUMNS)
+    count = 0
+    conn = await open_reader(path, busy_timeout_ms, chunk_rows=CHUNK_ROWS)
+    try:
+        async for item in iter_pushes(conn, push_filter, with_body=not as_csv):
+            if as_csv:
+                warnings = item["warnings"]
+                item["warnings"] = orjson.dumps(warnings).decode() if warnings is not None else None
+                writer.writerow(item.values())
+            else:
+                out.write(orjson.dumps(item).decode())
+                out.write("\n")
+            count += 1
+    finally:
+        await conn.close()
+    return count
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        path = existing_database(settings)
+        out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            count = asyncio.run(_export(path, args, out, settings.busy_timeout_ms))
+        finally:
+            if args.output:
+                out.close()
+    except (NoDatabase, FilterError, OSError) as exc:
+        return fail(str(exc))
+    print(f"exported {count} pushes", file=sys.stderr)
+    return 0

@@ -1,0 +1,58 @@
+"""``stats``: the figures of GET /api/stats, read from the file (the server need not run)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import orjson
+
+from commands.database import NoDatabase, existing_database, fail
+from settings import Settings
+from storage import queries
+from storage.connection import open_reader
+
+NAME = "stats"
+HELP = "print totals, duplicates, rejects and counts by workflow, node and intention"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the same JSON document as GET /api/stats")
+
+
+async def _stats(path: str, busy_timeout_ms: int) -> dict[str, Any]:
+    conn = await open_reader(path, busy_timeout_ms)
+    try:
+        return await queries.stats(conn)
+    finally:
+        await conn.close()
+
+
+def render(stats: dict[str, Any]) -> str:
+    lines = [
+        f"pushes      {stats['pushes']} ({stats['deliveries']} deliveries, {stats['duplicates']} duplicates,"
+        f" {stats['versions']} differing versions)",
+        f"received    {stats['first_push_at'] or '-'} .. {stats['last_push_at'] or '-'}",
+        f"rejects     {stats['rejects']}"
+        + "".join(f"\n  {reason:<24}{count}" for reason, count in stats["rejects_by_reason"].items()),
+        "by workflow",
+        *(
+            f"  {row['pushes']:>8}  {row['workflow_name'] or '-'} ({row['workflow_id']})"
+            for row in stats["by_workflow"]
+        ),
+        "by node",
+        *(f"  {row['pushes']:>8}  {row['node_name'] or '-'} ({row['node_id']})" for row in stats["by_node"]),
+        "by intention",
+        *(f"  {row['pushes']:>8}  {row['intention'] or '-'}" for row in stats["by_intention"]),
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        stats = asyncio.run(_stats(existing_database(settings), settings.busy_timeout_ms))
+    except NoDatabase as exc:
+        return fail(str(exc))
+    print(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode() if args.json else render(stats))
+    return 0
