@@ -1,0 +1,144 @@
+"""purge and reprocess-rejects on real files, one of them while the real server takes pushes."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from server import main
+from tests.bulk import add_pushes, migrated
+from tests.conftest import SAMPLE_BYTES, rows, sample
+from tests.process import ROOT, post, running_server
+
+OLD = "2020-01-01T00:00:00.000Z"
+
+
+def add_version(db: Path, call_id: str) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO push_versions (push_seq, received_at, body_hash, body)"
+            " SELECT seq, first_received_at, randomblob(16), body FROM pushes WHERE call_id = ?",
+            (call_id,),
+        )
+
+
+def add_reject(db: Path, body: bytes | None, received_at: str = OLD, reason: str = "invalid_field") -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)"
+            " VALUES (?, '127.0.0.1', ?, 'refused earlier', '/push', '{}', ?)",
+            (received_at, reason, body),
+        )
+
+
+def test_purge_deletes_old_rows_but_never_the_newest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(tmp_path / "db.sqlite3")
+    add_pushes(db, 1200, received_at=OLD)  # more than one chunk
+    add_version(db, "bulk5")
+    add_reject(db, b"old")
+    add_reject(db, b"old too")
+    assert main(["purge", "--db", str(db), "--older-than", "90d"]) == 0
+    said = capsys.readouterr().out
+    assert "deleted 1199 pushes (with 1 differing versions) and 1 rejects received before" in said
+    # Everything is old, yet the newest row of each table stays so that seq and id are never reused.
+    assert [r["call_id"] for r in rows(db, "SELECT call_id FROM pushes")] == ["bulk1200"]
+    assert [r["id"] for r in rows(db, "SELECT id FROM rejects")] == [2]
+    assert rows(db, "SELECT count(*) FROM push_versions")[0][0] == 0
+    add_pushes(db, 1, prefix="after-purge")
+    assert rows(db, "SELECT seq FROM pushes WHERE call_id = 'after-purge1'")[0][0] == 1201
+
+
+def test_purge_keep_typed_drops_only_bodies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(tmp_path / "db.sqlite3")
+    add_pushes(db, 30, received_at=OLD, prefix="old")
+    add_pushes(db, 5, received_at="2999-01-01T00:00:00.000Z", prefix="new")
+    add_version(db, "old3")
+    add_reject(db, b"x")
+    assert main(["purge", "--db", str(db), "--older-than", "12h", "--keep-typed"]) == 0
+    said = capsys.readouterr().out
+    assert "dropped the raw bodies of 30 pushes, 1 differing versions and 1 rejects" in said
+    assert rows(db, "SELECT count(*), count(body), count(intention) FROM pushes")[0][:] == (35, 5, 35)
+    # The views read bodies: a purged call keeps its typed columns but leaves the transcript view.
+    assert rows(db, "SELECT count(DISTINCT call_id) FROM call_transcripts")[0][0] == 5
+    assert rows(db, "SELECT count(*), count(body) FROM rejects")[0][:] == (1, 0)
+    assert main(["purge", "--db", str(db), "--older-than", "12h", "--keep-typed"]) == 0
+    assert "dropped the raw bodies of 0 pushes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("age", ["90", "0d", "3y", "1.5d"])
+def test_purge_wants_an_age(tmp_path: Path, age: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["purge", "--db", str(migrated(tmp_path / "db.sqlite3")), "--older-than", age])
+    assert exit_info.value.code == 2
+    assert "is not an age such as 90d" in capsys.readouterr().err
+
+
+def test_purge_while_the_server_takes_pushes(tmp_path: Path) -> None:
+    db = migrated(tmp_path / "db.sqlite3")
+    add_pushes(db, 20_000, received_at=OLD)
+    answers: list[tuple[int, float]] = []
+    with running_server(tmp_path, db) as server:
+        stop = threading.Event()
+
+        def keep_posting() -> None:
+            n = 0
+            while not stop.is_set() and n < 2000:
+                started = time.monotonic()
+                status, _ = post(f"{server.url}/push", orjson.dumps(sample(call_id=f"live-{n}")), timeout=10)
+                answers.append((status, time.monotonic() - started))
+                n += 1
+
+        poster = threading.Thread(target=keep_posting)
+        poster.start()
+        try:
+            while not answers:  # a live push is the newest row, so every old one may go
+                time.sleep(0.01)
+            purge = subprocess.run(
+                [sys.executable, str(ROOT / "server.py"), "purge", "--db", str(db), "--older-than", "30d"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            stop.set()
+            poster.join(timeout=15)
+        assert server.stop() == 0
+    assert purge.returncode == 0, purge.stderr
+    assert "deleted 20000 pushes" in purge.stdout
+    slowest = max(seconds for _, seconds in answers)
+    print(f"\n{len(answers)} pushes answered during the purge of 20,000 rows; slowest {slowest * 1000:.0f} ms")
+    assert answers
+    assert {status for status, _ in answers} == {200}
+    assert rows(db, "SELECT count(*) FROM pushes WHERE call_id LIKE 'live-%'")[0][0] == len(answers)
+
+
+def test_reprocess_rejects_takes_in_what_is_valid_now(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(tmp_path / "db.sqlite3")
+    add_reject(db, SAMPLE_BYTES)
+    add_reject(db, SAMPLE_BYTES)  # the sender's retry of the same call
+    add_reject(db, orjson.dumps(sample(call_id="second")))
+    add_reject(db, b'{"workflow_id": "w"}', reason="missing_field")
+    add_reject(db, None, reason="body_too_large")
+    assert main(["reprocess-rejects", "--db", str(db)]) == 0
+    said = capsys.readouterr().out
+    assert "took in 3 rejected bodies (1 duplicate, 2 new); marked them reprocessed" in said
+    assert "left 1 still invalid (1 missing_field)" in said
+    pushes = rows(db, "SELECT seq, call_id, deliveries, first_received_at FROM pushes ORDER BY seq")
+    assert [(p["call_id"], p["deliveries"], p["first_received_at"]) for p in pushes] == [
+        (sample()["call"]["call_id"], 2, OLD),
+        ("second", 1, OLD),
+    ]
+    marks = rows(db, "SELECT id, reprocessed_at IS NOT NULL AS done, reprocessed_seq FROM rejects ORDER BY id")
+    assert [tuple(m) for m in marks] == [(1, 1, 1), (2, 1, 1), (3, 1, 2), (4, 0, None), (5, 0, None)]
+    # Running it again changes nothing.
+    assert main(["reprocess-rejects", "--db", str(db)]) == 0
+    assert "took in 0 rejected bodies" in capsys.readouterr().out
+    assert rows(db, "SELECT sum(deliveries) FROM pushes")[0][0] == 3
