@@ -160,7 +160,18 @@ CALL_VIEWS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (INITIAL, REJECTS_REPROCESSED, CALL_VIEWS)
+# Every index ends with the rowid (seq), so a feed page filtered on a whole index prefix is a range seek in
+# seq order. Without these, "workflow_id = ?" alone or with "intention = ?" sorted every matching row
+# for each page.
+FEED_INDEXES = Migration(
+    "0004_feed_indexes",
+    (
+        "CREATE INDEX pushes_workflow_seq ON pushes (workflow_id)",
+        "CREATE INDEX pushes_workflow_intention ON pushes (workflow_id, intention)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (INITIAL, REJECTS_REPROCESSED, CALL_VIEWS, FEED_INDEXES)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:
