@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench clean
 
 $(BIN)/airudder-receiver: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(VENV)/.test-deps
 
 test: lint
 	$(BIN)/pytest
+
+# Not part of test: takes about ten minutes and wants a quiet machine. BENCH_* variables shorten it.
+bench: $(VENV)/.test-deps
+	bash bench/setup.sh
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,127 @@
+"""``python -m bench``: side by side, growth and flood runs, written to bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from bench.machine import describe, load_average
+from bench.options import FEED_CONNECTIONS, FEED_LIMIT, Plan, plan_from_environment
+from bench.prefill import prefill
+from bench.report import Growth, Measurement, render
+from bench.servers import COMMITTED, SIDE_BY_SIDE, Run, Server, last_seq, measure
+from bench.wrk import feed_arguments, push_arguments
+from tests.conftest import SAMPLE_BYTES
+
+
+def write_template(workdir: Path) -> Path:
+    """The vendor's sample push with its call id replaced by the marker push.lua fills in."""
+    push = orjson.loads(SAMPLE_BYTES)
+    push["call"]["call_id"] = "@CALL_ID@"
+    template = workdir / "push-template.json"
+    template.write_bytes(orjson.dumps(push))
+    return template
+
+
+def _remove(db_path: Path) -> None:
+    for path in db_path.parent.glob(db_path.name + "*"):
+        path.unlink()
+
+
+def _report(tag: str, run: Run) -> Run:
+    print(
+        f"  {tag:<12} ({run.server.label}) {run.load.rate:8.0f} req/s  p50 {run.load.p50_ms:6.2f} ms"
+        f"  p99 {run.load.p99_ms:6.2f} ms  non-2xx {run.load.non_2xx}  rss {run.peak_rss_mb:.0f} MB",
+        flush=True,
+    )
+    return run
+
+
+def _once(plan: Plan, server: Server, db_path: Path, template: Path, tag: str, seconds: int | None = None) -> Run:
+    load = plan.load if seconds is None else dataclasses.replace(plan.load, seconds=seconds)
+    return _report(tag, measure(server, db_path, plan.workdir, load, push_arguments(template, load.duplicates, tag)))
+
+
+def feed(plan: Plan, db_path: Path) -> Run:
+    """Pages of the read API at random places in the grown file, on an idle receiver."""
+    load = dataclasses.replace(plan.load, connections=FEED_CONNECTIONS, threads=1)
+    arguments = feed_arguments(last_seq(db_path), FEED_LIMIT)
+    return _report("feed", measure(COMMITTED, db_path, plan.workdir, load, arguments, writes=False))
+
+
+def side_by_side(plan: Plan, template: Path) -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {server.label: [] for server in SIDE_BY_SIDE}
+    for number in range(plan.rounds):
+        # Alternate the order so that no server always runs first, or right after the heaviest one.
+        order = SIDE_BY_SIDE if number % 2 == 0 else tuple(reversed(SIDE_BY_SIDE))
+        print(f"round {number + 1} of {plan.rounds}: {' '.join(s.label for s in order)}", flush=True)
+        for server in order:
+            db_path = plan.workdir / f"{server.label}.sqlite3"
+            _remove(db_path)
+            runs[server.label].append(_once(plan, server, db_path, template, f"r{number}{server.label}"))
+            _remove(db_path)
+    return runs
+
+
+def growth(plan: Plan, template: Path) -> Growth:
+    grown = plan.workdir / "grown.sqlite3"
+    started = time.monotonic()
+    prefill(grown, template.read_text(), plan.rows)
+    print(f"pre-filled {plan.rows} rows in {time.monotonic() - started:.0f}s", flush=True)
+    empty_runs: list[Run] = []
+    grown_runs: list[Run] = []
+    rows_before: list[int] = []
+    for number in range(plan.rounds):
+        for which in ("empty", "grown") if number % 2 == 0 else ("grown", "empty"):
+            if which == "grown":
+                rows_before.append(last_seq(grown))
+                grown_runs.append(_once(plan, COMMITTED, grown, template, f"g{number}grown"))
+            else:
+                empty = plan.workdir / "empty.sqlite3"
+                _remove(empty)
+                empty_runs.append(_once(plan, COMMITTED, empty, template, f"g{number}empty"))
+                _remove(empty)
+    feed_run = feed(plan, grown)
+    _remove(grown)
+    return Growth(empty=empty_runs, grown=grown_runs, rows_before=rows_before, feed=feed_run)
+
+
+def flood(plan: Plan, template: Path) -> Run:
+    db_path = plan.workdir / "flood.sqlite3"
+    _remove(db_path)
+    print(f"flood: {plan.flood_seconds}s", flush=True)
+    run = _once(plan, COMMITTED, db_path, template, "flood", seconds=plan.flood_seconds)
+    _remove(db_path)
+    return run
+
+
+def main() -> int:
+    plan = plan_from_environment()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk (bench/setup.sh does it)")
+    plan.workdir.mkdir(parents=True, exist_ok=True)
+    template = write_template(plan.workdir)
+    measurement = Measurement(
+        plan=plan,
+        started=datetime.now(UTC),
+        machine=describe(),
+        load_before=load_average(),
+        side=side_by_side(plan, template),
+    )
+    if plan.rows:
+        measurement.growth = growth(plan, template)
+    if plan.flood_seconds:
+        measurement.flood = flood(plan, template)
+    measurement.load_after = load_average()
+    plan.results.write_text(render(measurement))
+    print(f"wrote {plan.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""Turning the runs into bench/RESULTS.md: medians per server, ratios, and the targets they are held to."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bench.options import FEED_CONNECTIONS, FEED_LIMIT, Plan
+from bench.servers import SIDE_BY_SIDE, Run
+
+
+@dataclass
+class Growth:
+    empty: list[Run]
+    grown: list[Run]
+    rows_before: list[int]
+    feed: Run
+
+
+@dataclass
+class Measurement:
+    plan: Plan
+    started: datetime
+    machine: list[str]
+    load_before: str
+    side: dict[str, list[Run]]
+    growth: Growth | None = None
+    flood: Run | None = None
+    load_after: str = ""
+    lines: list[str] = field(default_factory=list)
+
+
+def _rate(runs: Sequence[Run]) -> float:
+    return statistics.median(run.load.rate for run in runs)
+
+
+def _row(name: str, runs: Sequence[Run]) -> str:
+    acknowledged = sum(run.load.acknowledged for run in runs)
+    stored = [run.stored for run in runs]
+    kept = "-" if None in stored else f"{sum(s for s in stored if s is not None)} / {acknowledged}"
+    return (
+        f"| {name} | {_rate(runs):,.0f} | {statistics.median(r.load.p50_ms for r in runs):.2f} "
+        f"| {statistics.median(r.load.p99_ms for r in runs):.2f} | {sum(r.load.non_2xx for r in runs)} "
+        f"| {sum(r.load.socket_errors for r in runs)} | {max(r.peak_rss_mb for r in runs):.0f} | {kept} "
+        f"| {', '.join(str(r.exit_code) for r in runs)} |"
+    )
+
+
+_HEADER = (
+    "| server | req/s | p50 ms | p99 ms | non-2xx | socket errors | peak RSS MB | stored / acknowledged | exit |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def render(m: Measurement) -> str:
+    plan = m.plan
+    settings = " ".join(f"{name}={value}" for name, value in plan.changed.items())
+    out = [
+        "# Benchmark results",
+        "",
+        f"Measured {m.started:%Y-%m-%d %H:%M} UTC with `{(settings + ' ') if settings else ''}make bench`: "
+        f"{plan.rounds} rounds of {plan.load.seconds} s per server, wrk with {plan.load.connections} connections "
+        f"on {plan.load.threads} threads, {plan.load.duplicates:.0%} duplicates, all on one machine over loopback.",
+        "",
+        *(f"- {line}" for line in m.machine),
+        f"- Load average (1, 5, 15 min) before: {m.load_before}; after: {m.load_after}",
+        "",
+        "Figures are medians over the rounds (non-2xx, socket errors and stored pushes are totals, RSS the",
+        'largest). "Stored" counts deliveries in the file after the server stopped; "exit" is each run\'s',
+        "exit code after SIGTERM.",
+        "",
+        "## Side by side",
+        "",
+        _HEADER,
+        *(_row(f"({s.label}) {s.title}", m.side[s.label]) for s in SIDE_BY_SIDE),
+        "",
+    ]
+    ceiling, naive, committed = _rate(m.side["a"]), _rate(m.side["b"]), _rate(m.side["c"])
+    p99 = statistics.median(r.load.p99_ms for r in m.side["c"])
+    targets = [
+        f"| (c) / (a) | {committed / ceiling:.2f} | >= 0.70 | {_verdict(committed / ceiling >= 0.70)} |",
+        f"| (c) / (b) | {committed / naive:.2f} | >= 4 | {_verdict(committed / naive >= 4)} |",
+        f"| p99 of (c), {plan.load.connections} connections | {p99:.2f} ms | <= 20 ms | {_verdict(p99 <= 20)} |",
+    ]
+    if m.growth:
+        g = m.growth
+        grown_ratio = _rate(g.grown) / _rate(g.empty)
+        out += [
+            "## Growth",
+            "",
+            f"Receiver (c) on a new file against one pre-filled with {plan.rows:,} pushes (rows before each",
+            f"run: {', '.join(f'{n:,}' for n in g.rows_before)}), alternating.",
+            "",
+            _HEADER,
+            _row("(c) empty file", g.empty),
+            _row(f"(c) {plan.rows:,} rows stored", g.grown),
+            "",
+            f"Read API at {g.rows_before[-1]:,}+ rows: `GET /api/pushes?after=<random seq>&limit={FEED_LIMIT}`, "
+            f"{g.feed.load.seconds:.0f} s at {FEED_CONNECTIONS} connections, nothing else running.",
+            "",
+            _HEADER,
+            _row("(c) feed page", [g.feed]),
+            "",
+        ]
+        targets.append(
+            f"| (c) at {plan.rows:,} rows / (c) empty | {grown_ratio:.2f} | >= 0.90 | {_verdict(grown_ratio >= 0.9)} |"
+        )
+    if m.flood:
+        out += [
+            "## Flood",
+            "",
+            f"Receiver (c) for {m.flood.load.seconds:.0f} s.",
+            "",
+            _HEADER,
+            _row("(c) flood", [m.flood]),
+            "",
+        ]
+        rss = m.flood.peak_rss_mb
+        targets.append(f"| peak RSS of (c) in the flood | {rss:.0f} MB | <= 150 MB | {_verdict(rss <= 150)} |")
+    out += [
+        "## Targets",
+        "",
+        "| what | measured | target | |",
+        "| --- | ---: | ---: | --- |",
+        *targets,
+        "",
+        "## Every run (req/s, in the order run)",
+        "",
+        *(f"- ({s.label}): {', '.join(f'{r.load.rate:,.0f}' for r in m.side[s.label])}" for s in SIDE_BY_SIDE),
+        "",
+    ]
+    return "\n".join(out)

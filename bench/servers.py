@@ -1,0 +1,104 @@
+"""The servers under test, and one measured run of one of them."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.wrk import Load, drive
+from tests.process import ROOT, running_server
+
+
+@dataclass(frozen=True)
+class Server:
+    label: str
+    title: str
+    module: str | None = None  # a baseline module under bench/; None runs the receiver, server.py
+    settings: dict[str, str] = field(default_factory=dict)  # receiver settings, written as its config file
+
+    @property
+    def stores(self) -> bool:
+        return self.module != "bench.ceiling"
+
+    def command(self) -> tuple[str, ...]:
+        if self.module is None:
+            return (sys.executable, str(ROOT / "server.py"))
+        return (sys.executable, "-m", self.module)
+
+    def arguments(self, workdir: Path) -> tuple[str, ...]:
+        if self.module is not None:
+            return ()
+        config = workdir / f"{self.label}.toml"
+        config.write_text("".join(f'{key} = "{value}"\n' for key, value in self.settings.items()))
+        return ("--config", str(config))
+
+
+CEILING = Server("a", "ceiling: aiohttp + orjson, parse and answer, store nothing", "bench.ceiling")
+NAIVE = Server("b", "naive: stdlib sqlite3, INSERT + commit per request", "bench.naive")
+COMMITTED = Server("c", "receiver, ack = committed, synchronous = FULL", settings={"synchronous": "FULL"})
+COMMITTED_NORMAL = Server("d", "receiver, ack = committed, synchronous = NORMAL", settings={"synchronous": "NORMAL"})
+QUEUED = Server("e", "receiver, ack = queued, synchronous = FULL", settings={"ack": "queued"})
+SIDE_BY_SIDE = (CEILING, NAIVE, COMMITTED, COMMITTED_NORMAL, QUEUED)
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: int
+    connections: int
+    threads: int
+    duplicates: float
+
+
+@dataclass(frozen=True)
+class Run:
+    server: Server
+    load: Load
+    peak_rss_mb: float
+    exit_code: int
+    stored: int | None  # deliveries counted in the file after the server stopped; None for the ceiling
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water mark of resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def last_seq(db_path: Path) -> int:
+    if not db_path.exists():
+        return 0
+    with sqlite3.connect(db_path) as conn:
+        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM pushes").fetchone()[0])
+
+
+def deliveries_since(db_path: Path, seq: int) -> int:
+    """Deliveries counted on rows after ``seq``: a run's ids are its own, so its duplicates land there too."""
+    with sqlite3.connect(db_path) as conn:
+        return int(conn.execute("SELECT coalesce(sum(deliveries), 0) FROM pushes WHERE seq > ?", (seq,)).fetchone()[0])
+
+
+def measure(
+    server: Server, db_path: Path, workdir: Path, options: Options, arguments: Sequence[str], *, writes: bool = True
+) -> Run:
+    """Start ``server`` on ``db_path``, load it with wrk, stop it with SIGTERM, count what it stored."""
+    count = writes and server.stores
+    seq_before = last_seq(db_path) if count else 0
+    with running_server(
+        workdir, db_path, *server.arguments(workdir), command=server.command(), env={"PYTHONPATH": str(ROOT)}
+    ) as process:
+        load = drive(
+            process.url,
+            seconds=options.seconds,
+            connections=options.connections,
+            threads=options.threads,
+            arguments=arguments,
+        )
+        rss = peak_rss_mb(process.proc.pid)
+        exit_code = process.stop()
+    stored = deliveries_since(db_path, seq_before) if count else None
+    return Run(server, load, rss, exit_code, stored)
