@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -53,6 +55,19 @@ class JsonFormatter(_Masking):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return self.mask(orjson.dumps(entry, default=str).decode())
+
+
+# systemd sets these for the services it starts; journald then keeps stdout, where JSON lines are easier to query.
+SYSTEMD_MARKERS = ("INVOCATION_ID", "JOURNAL_STREAM", "NOTIFY_SOCKET")
+
+
+def resolve_format(log_format: str, dev: bool, environ: Mapping[str, str] = os.environ) -> str:
+    """``auto`` means JSON under systemd and text otherwise; development always reads text."""
+    if dev:
+        return "text"
+    if log_format != "auto":
+        return log_format
+    return "json" if any(environ.get(name) for name in SYSTEMD_MARKERS) else "text"
 
 
 def configure(log_format: str, level: str, push_path: str, token: str) -> None:

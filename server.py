@@ -16,16 +16,22 @@ from aiohttp import web
 
 import logs
 from commands import COMMANDS
+from event_hub import EventHub
 from handlers import api, openapi
 from handlers.errors import errors_and_access_log
+from handlers.events import push_events
 from handlers.health import healthz, readyz
-from handlers.keys import READERS, SETTINGS, WRITER
+from handlers.keys import EVENTS, METRICS, READERS, SETTINGS, WRITER
+from handlers.metrics import metrics, time_requests
 from handlers.push import receive_push
-from settings import ConfigError, Settings, load
+from metrics import Metrics
+from push_lines import log_pushes
+from settings import LOG_FORMATS, ConfigError, Settings, load
 from storage.connection import open_writer
 from storage.migrations import migrate
 from storage.readers import ReaderPool
 from storage.writer import Writer
+from systemd_notify import Notifier
 
 log = logging.getLogger("airudder_receiver")
 
@@ -58,6 +64,11 @@ def writer_context(settings: Settings) -> Any:
         if applied:
             log.info("database %s migrated: %s", settings.db_path, ", ".join(applied))
         writer = Writer(conn, queue_max=settings.queue_max, max_batch=settings.max_batch)
+        writer.add_listener(app[METRICS].on_commit)
+        writer.add_listener(app[EVENTS].on_commit)
+        if settings.dev:
+            writer.add_listener(log_pushes)
+        app[METRICS].watch_queue(lambda: writer.depth)
         writer.start()
         app[WRITER] = writer
         app.on_shutdown.append(mark_stopping)
@@ -84,9 +95,18 @@ def readers_context(settings: Settings) -> Any:
     return run_readers
 
 
+async def _end_event_streams(app: web.Application) -> None:
+    app[EVENTS].close()
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_and_access_log], client_max_size=settings.max_body_bytes + 1)
+    app = web.Application(
+        middlewares=[time_requests, errors_and_access_log], client_max_size=settings.max_body_bytes + 1
+    )
     app[SETTINGS] = settings
+    app[METRICS] = Metrics(settings.db_path)
+    app[EVENTS] = EventHub()
+    app.on_shutdown.append(_end_event_streams)
     app.cleanup_ctx.append(writer_context(settings))
     app.cleanup_ctx.append(readers_context(settings))
     push_route = f"{settings.push_path}/{{token}}" if settings.push_token else settings.push_path
@@ -95,28 +115,37 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(api.routes)
     app.router.add_routes(openapi.routes)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/events", push_events)
     return app
 
 
 async def serve(settings: Settings) -> None:
+    app = create_app(settings)
     runner = web.AppRunner(
-        create_app(settings),
+        app,
         access_log=None,  # the middleware logs one line per request, with the token masked
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
     )
-    await runner.setup()
+    notifier = Notifier.from_environment()
+    await runner.setup()  # opens and migrates the database, starts the writer
+    watchdog: asyncio.Task[None] | None = None
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         log.info(
-            "listening on http://%s:%d%s, database %s, ack=%s",
+            "listening on http://%s:%d%s, database %s, ack=%s%s",
             settings.host,
             settings.port,
             settings.push_path,
             settings.db_path,
             settings.ack,
+            ", inspector on /" if settings.serves_inspector else "",
         )
+        notifier.ready(f"listening on {settings.host}:{settings.port}")
+        # Pings stop when the writer dies, so that systemd restarts a server that can no longer store.
+        watchdog = asyncio.create_task(notifier.watchdog(lambda: app[WRITER].running))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -124,6 +153,9 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         log.info("stopping: finishing requests and draining the queue")
     finally:
+        notifier.stopping("finishing requests and draining the queue")
+        if watchdog is not None:
+            watchdog.cancel()
         await runner.cleanup()
 
 
@@ -139,7 +171,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_common_arguments(serve_cmd)
     serve_cmd.add_argument("--host", help="address to bind")
     serve_cmd.add_argument("--port", type=int, help="port to bind")
-    serve_cmd.add_argument("--log-format", choices=("text", "json"), help="log line format")
+    serve_cmd.add_argument("--log-format", choices=LOG_FORMATS, help="log line format (auto: json under systemd)")
+    serve_cmd.add_argument(
+        "--dev",
+        action="store_true",
+        default=None,
+        help="local development: 127.0.0.1 only, text logs, one line per push, inspector page on /",
+    )
     for command in COMMANDS:
         sub = commands.add_parser(command.NAME, help=command.HELP)
         _add_common_arguments(sub)
@@ -152,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
-    overrides = {name: getattr(args, name, None) for name in ("host", "port", "db_path", "log_format")}
+    overrides = {name: getattr(args, name, None) for name in ("host", "port", "db_path", "log_format", "dev")}
     try:
         settings = load(args.config, overrides)
     except ConfigError as exc:
@@ -161,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         command = next(c for c in COMMANDS if args.command == c.NAME)
         return int(command.run(args, settings))
-    logs.configure(settings.log_format, settings.log_level, settings.push_path, settings.push_token)
+    log_format = logs.resolve_format(settings.log_format, settings.dev)
+    logs.configure(log_format, settings.log_level, settings.push_path, settings.push_token)
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:

@@ -14,7 +14,8 @@ API_TOKEN_ENV = "AIRUDDER_RECEIVER_API_TOKEN"
 
 ACK_MODES = ("committed", "queued")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = ("auto", "text", "json")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -40,8 +41,14 @@ class Settings:
     busy_timeout_ms: int = 3_000
     retry_after: int = 5
     shutdown_timeout: float = 6.0
-    log_format: str = "text"
+    log_format: str = "auto"
     log_level: str = "info"
+    inspector: bool = False
+    dev: bool = False
+
+    @property
+    def serves_inspector(self) -> bool:
+        return self.inspector or self.dev
 
     def validate(self) -> Settings:
         _require(1 <= self.port <= 65535, f"port must be between 1 and 65535, not {self.port}")
@@ -64,7 +71,12 @@ class Settings:
         _require(self.busy_timeout_ms >= 0, "busy_timeout_ms must not be negative")
         _require(self.retry_after >= 1, "retry_after must be at least 1 second")
         _require(0 < self.shutdown_timeout <= 8, "shutdown_timeout must be more than 0 and at most 8 seconds")
-        _require(self.log_format in LOG_FORMATS, f"log_format must be text or json, not {self.log_format!r}")
+        formats = ", ".join(LOG_FORMATS)
+        _require(self.log_format in LOG_FORMATS, f"log_format must be one of {formats}, not {self.log_format!r}")
+        _require(
+            not self.dev or self.host in LOOPBACK_HOSTS,
+            f"dev mode listens on 127.0.0.1 only, so host {self.host!r} is not allowed with it",
+        )
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
         return self
 

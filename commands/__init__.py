@@ -10,7 +10,7 @@ import argparse
 from types import ModuleType
 from typing import Protocol
 
-from commands import export, purge, reprocess_rejects, stats
+from commands import export, purge, reprocess_rejects, send_sample, stats
 from settings import Settings
 
 
@@ -23,4 +23,4 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace, settings: Settings) -> int: ...
 
 
-COMMANDS: tuple[ModuleType, ...] = (export, stats, purge, reprocess_rejects)
+COMMANDS: tuple[ModuleType, ...] = (export, stats, purge, reprocess_rejects, send_sample)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from event_hub import EventHub
+from metrics import Metrics
 from settings import Settings
 from storage.readers import ReaderPool
 from storage.writer import Writer
@@ -11,3 +13,5 @@ from storage.writer import Writer
 SETTINGS = web.AppKey("settings", Settings)
 WRITER = web.AppKey("writer", Writer)
 READERS = web.AppKey("readers", ReaderPool)
+METRICS = web.AppKey("metrics", Metrics)
+EVENTS = web.AppKey("events", EventHub)

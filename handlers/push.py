@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from handlers.errors import LOG_FIELDS, ApiError
-from handlers.keys import SETTINGS, WRITER
+from handlers.keys import METRICS, SETTINGS, WRITER
 from handlers.payload import decode, to_record
 from storage.records import Outcome, Record, RejectRecord, utc_now
 from storage.writer import WriteFailed, WriterUnavailable
@@ -88,6 +88,14 @@ def _token_matches(request: web.Request) -> bool:
 
 
 async def receive_push(request: web.Request) -> web.Response:
+    try:
+        return await _take_push(request)
+    except ApiError as exc:
+        request.app[METRICS].count_refusal(exc.status, exc.code)
+        raise
+
+
+async def _take_push(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     fields = request[LOG_FIELDS]
     if settings.push_token and not _token_matches(request):

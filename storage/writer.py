@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -62,6 +62,9 @@ class _Item:
 
 _STOP = object()
 
+# Called after each commit with the batch's records, their outcomes and the seconds the write took.
+CommitListener = Callable[[Sequence[Record], Sequence[Outcome], float], None]
+
 
 @dataclass
 class WriterStats:
@@ -81,6 +84,7 @@ class Writer:
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._accepting = True
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[CommitListener] = []
         self.stats = WriterStats()
 
     # -- what handlers and health checks see ---------------------------------------------------
@@ -106,6 +110,10 @@ class Writer:
         future = asyncio.get_running_loop().create_future() if wait else None
         self._queue.put_nowait(_Item(record, future))
         return future
+
+    def add_listener(self, listener: CommitListener) -> None:
+        """Run ``listener`` after every commit, once the waiting requests have their answers."""
+        self._listeners.append(listener)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -151,8 +159,9 @@ class Writer:
 
     async def _write_batch(self, batch: list[_Item]) -> None:
         started = time.perf_counter()
+        records = [item.record for item in batch]
         try:
-            outcomes = await self._write(self._conn, [item.record for item in batch])
+            outcomes = await self._write(self._conn, records)
         except asyncio.CancelledError:
             # Cancelled mid-write (only when a drain overruns): none of these may be acknowledged.
             self._fail(batch, WriteFailed("the writer was stopped before the batch committed"))
@@ -170,6 +179,11 @@ class Writer:
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future is not None and not item.future.done():
                 item.future.set_result(outcome)
+        for listener in self._listeners:
+            try:
+                listener(records, outcomes, self.stats.last_commit_seconds)
+            except Exception:  # a broken observer must not stop the writer
+                log.exception("commit listener %r failed", listener)
 
     @staticmethod
     def _fail(batch: Sequence[_Item], exc: Exception) -> None:

@@ -14,11 +14,12 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from commands.send_sample import vendor_sample
 from server import create_app
 from settings import Settings
 
 DATA = Path(__file__).parent / "data"
-SAMPLE_BYTES = (DATA / "sample_push.json").read_bytes()
+SAMPLE_BYTES = vendor_sample()
 
 ClientFactory = Callable[..., Any]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,14 @@ from pathlib import Path
 from tests.conftest import free_port
 
 ROOT = Path(__file__).parent.parent
+
+
+def console_script() -> str:
+    """The installed ``airudder-receiver`` command next to this Python, as a user would run it."""
+    script = shutil.which("airudder-receiver", path=str(Path(sys.executable).parent))
+    if script is None:
+        raise AssertionError("the airudder-receiver console script is not installed next to this Python")
+    return script
 
 
 @dataclass

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
-import pytest
 
 from tests.conftest import SAMPLE_BYTES, rows
-from tests.process import ROOT, post, running_server
+from tests.process import ROOT, console_script, post, running_server
 from tests.test_push import TYPED
 
 
@@ -62,11 +60,8 @@ def test_push_token_is_masked_in_every_log_line(tmp_path: Path) -> None:
 
 
 def test_console_script_serves(tmp_path: Path) -> None:
-    script = shutil.which("airudder-receiver", path=str(Path(sys.executable).parent))
-    if script is None:
-        pytest.fail("the airudder-receiver console script is not installed next to this Python")
     db_path = tmp_path / "pushes.sqlite3"
-    with running_server(tmp_path, db_path, command=(script, "serve")) as server:
+    with running_server(tmp_path, db_path, command=(console_script(), "serve")) as server:
         assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
         assert server.stop() == 0
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1

@@ -1,0 +1,68 @@
+"""Fans each committed batch of pushes out to the open /api/events streams, as ready-made SSE frames."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import orjson
+
+from storage.records import Outcome, PushRecord, Record
+
+# A client this many batches behind is cut off; it reconnects and catches up through /api/pushes.
+MAX_BACKLOG = 500
+
+END = b""  # put on a stream's queue to end it
+
+
+class EventHub:
+    """Fans each committed batch out to the open event streams."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[bytes]] = set()
+
+    @property
+    def listeners(self) -> int:
+        return len(self._queues)
+
+    def subscribe(self) -> asyncio.Queue[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[bytes]) -> None:
+        self._queues.discard(queue)
+
+    def on_commit(self, records: Sequence[Record], outcomes: Sequence[Outcome], seconds: float) -> None:
+        """Writer listener; costs nothing while no one watches."""
+        if not self._queues:
+            return
+        pushes = [
+            {
+                "outcome": outcome.value,
+                "workflow_id": record.workflow_id,
+                "node_id": record.node_id,
+                "call_id": record.call_id,
+                "received_at": record.received_at,
+            }
+            for record, outcome in zip(records, outcomes, strict=True)
+            if isinstance(record, PushRecord)
+        ]
+        if pushes:
+            self._broadcast(b"event: pushes\ndata: " + orjson.dumps(pushes) + b"\n\n")
+
+    def _broadcast(self, frame: bytes) -> None:
+        for queue in list(self._queues):
+            if queue.qsize() >= MAX_BACKLOG:
+                self._end(queue)
+            else:
+                queue.put_nowait(frame)
+
+    def _end(self, queue: asyncio.Queue[bytes]) -> None:
+        self._queues.discard(queue)
+        queue.put_nowait(END)
+
+    def close(self) -> None:
+        """End every stream, so that shutdown does not wait for idle clients."""
+        for queue in list(self._queues):
+            self._end(queue)

@@ -1,0 +1,48 @@
+"""GET /api/events: a server-sent event each time the writer commits pushes.
+
+An event only says which calls arrived and how (new or duplicate); clients read the rows through
+/api/pushes, so there is one read path. Nothing is kept for clients that reconnect: they catch up
+with /api/pushes?after=<last seq they saw>.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from event_hub import END
+from handlers.access import read_access
+from handlers.keys import EVENTS
+
+# A comment line this often keeps proxies from closing an idle stream and finds clients that left.
+HEARTBEAT_SECONDS = 15.0
+
+
+@read_access
+async def push_events(request: web.Request) -> web.StreamResponse:
+    hub = request.app[EVENTS]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    queue = hub.subscribe()
+    try:
+        # Tells EventSource to reconnect after 2 s, and gets the headers to the client at once.
+        await response.write(b"retry: 2000\n: connected\n\n")
+        while True:
+            try:
+                frame = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                frame = b": keep-alive\n\n"
+            if frame == END:
+                break
+            await response.write(frame)
+    except ConnectionResetError:
+        pass  # the client left
+    finally:
+        hub.unsubscribe(queue)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response

@@ -1,0 +1,78 @@
+"""--dev on a laptop (loopback, a readable line per push) and the log format under systemd."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from logs import resolve_format
+from tests.conftest import SAMPLE_BYTES, free_port, sample
+from tests.process import ROOT, post, running_server
+
+
+def test_dev_prints_one_readable_line_per_push(tmp_path: Path) -> None:
+    db_path = tmp_path / "pushes.sqlite3"
+    # Even under a systemd-like environment, --dev reads as text.
+    with running_server(tmp_path, db_path, "--dev", env={"INVOCATION_ID": "0123"}) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        other = sample(call_id="dev-2", intention="A")
+        other["callee"]["callee_number"] = "+8613800000000"
+        assert post(f"{server.url}/push", orjson.dumps(other))[0] == 200
+        assert post(f"{server.url}/push", b"not json")[0] == 400
+        assert server.stop() == 0
+    log = server.log()
+    push_lines = [line.split(" INFO ", 1)[1] for line in log.splitlines() if " INFO push " in line]
+    assert push_lines == [
+        "push new        test_api_action6 / API2  callee +861xxxxxxxx5721  intention E",
+        "push duplicate  test_api_action6 / API2  callee +861xxxxxxxx5721  intention E",
+        "push new        test_api_action6 / API2  callee +8613800000000  intention A",
+    ]
+    assert "inspector on /" in log
+    assert "error=invalid_json" in log
+    assert not log.lstrip().startswith("{")
+
+
+def test_dev_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "serve", "--dev", "--host", "0.0.0.0", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "dev mode listens on 127.0.0.1 only" in result.stderr
+
+
+def test_logs_are_json_lines_under_systemd(tmp_path: Path) -> None:
+    db_path = tmp_path / "pushes.sqlite3"
+    with running_server(tmp_path, db_path, env={"INVOCATION_ID": "0123", "JOURNAL_STREAM": "8:1234"}) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        assert server.stop() == 0
+    entries = [orjson.loads(line) for line in server.log().splitlines()]
+    messages = [e["message"] for e in entries]
+    assert any(m.startswith("listening on http://127.0.0.1:") for m in messages)
+    assert "writer drained and database closed" in messages
+    (push,) = [e for e in entries if e.get("key")]
+    assert (push["outcome"], push["status"], push["level"]) == ("new", 200, "info")
+
+
+@pytest.mark.parametrize(
+    ("setting", "dev", "environ", "expected"),
+    [
+        ("auto", False, {}, "text"),
+        ("auto", False, {"INVOCATION_ID": "x"}, "json"),
+        ("auto", False, {"JOURNAL_STREAM": "8:1"}, "json"),
+        ("auto", False, {"NOTIFY_SOCKET": "/run/systemd/notify"}, "json"),
+        ("text", False, {"INVOCATION_ID": "x"}, "text"),  # configured wins
+        ("json", False, {}, "json"),
+        ("json", True, {"INVOCATION_ID": "x"}, "text"),  # --dev is for people
+    ],
+)
+def test_log_format_resolution(setting: str, dev: bool, environ: dict[str, str], expected: str) -> None:
+    assert resolve_format(setting, dev, environ) == expected

@@ -1,0 +1,87 @@
+"""GET /api/events: each commit of pushes reaches open streams as one server-sent event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+from aiohttp import ClientResponse
+
+from event_hub import END, MAX_BACKLOG, EventHub
+from storage.records import Outcome
+from tests.conftest import SAMPLE_BYTES, ClientFactory
+from tests.process import running_server
+from tests.test_access import TOKEN
+from tests.test_write_path import record
+
+
+async def next_event(response: ClientResponse) -> tuple[str, object]:
+    """The next event's name and decoded data, skipping comments."""
+    name, data = "", b""
+    async with asyncio.timeout(5):
+        while True:
+            line = (await response.content.readline()).rstrip(b"\n")
+            if line.startswith(b"event: "):
+                name = line[7:].decode()
+            elif line.startswith(b"data: "):
+                data = line[6:]
+            elif not line and name:
+                return name, orjson.loads(data)
+
+
+async def test_stream_tells_new_and_duplicate_pushes(make_client: ClientFactory) -> None:
+    client = await make_client()
+    stream = await client.get("/api/events")
+    assert stream.status == 200
+    assert stream.headers["Content-Type"] == "text/event-stream"
+    assert await stream.content.readline() == b"retry: 2000\n"
+    assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
+    assert (await client.post("/push", data=b"not json")).status == 400  # rejects are not pushes
+    assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
+    first = await next_event(stream)
+    second = await next_event(stream)
+    call = orjson.loads(SAMPLE_BYTES)
+    key = {"workflow_id": call["workflow_id"], "node_id": call["node_id"], "call_id": call["call"]["call_id"]}
+    assert first[0] == second[0] == "pushes"
+    assert isinstance(first[1], list)
+    assert isinstance(second[1], list)
+    assert [{k: e[k] for k in ("outcome", *key)} for e in first[1]] == [{"outcome": "new", **key}]
+    assert [e["outcome"] for e in second[1]] == ["duplicate"]
+    stream.close()
+
+
+async def test_stream_follows_the_read_access_rule(make_client: ClientFactory) -> None:
+    client = await make_client(api_token=TOKEN)
+    assert (await client.get("/api/events")).status == 401
+    stream = await client.get("/api/events", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert stream.status == 200
+    stream.close()
+
+
+async def test_a_client_that_falls_behind_is_cut_off() -> None:
+    hub = EventHub()
+    slow = hub.subscribe()
+    batch = [record("behind")]
+    for _ in range(MAX_BACKLOG + 1):
+        hub.on_commit(batch, [Outcome.NEW], 0.001)
+    assert hub.listeners == 0
+    frames = [slow.get_nowait() for _ in range(slow.qsize())]
+    assert len(frames) == MAX_BACKLOG + 1
+    assert frames[-1] == END
+    assert all(frame.startswith(b"event: pushes\ndata: ") for frame in frames[:-1])
+
+
+def test_open_streams_do_not_hold_up_shutdown(tmp_path: Path) -> None:
+    with (
+        running_server(tmp_path, tmp_path / "pushes.sqlite3") as server,
+        urllib.request.urlopen(f"{server.url}/api/events", timeout=10) as stream,
+    ):
+        assert stream.readline() == b"retry: 2000\n"
+        started = time.monotonic()
+        assert server.stop() == 0
+        took = time.monotonic() - started
+        assert stream.read() == b": connected\n\n"  # then the server ended the stream
+    assert took < 2, f"shutdown took {took:.1f}s with an open event stream"

@@ -1,0 +1,194 @@
+"""systemd: the unit file passes systemd's own checks, and the real process speaks the notify protocol."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server import EXIT_BUDGET
+from systemd_notify import Notifier
+from tests.conftest import SAMPLE_BYTES, free_port, rows
+from tests.process import ROOT, console_script, post, running_server
+
+UNIT = ROOT / "deploy" / "airudder-receiver.service"
+UNIT_NAME = UNIT.name
+
+
+def _unit() -> configparser.ConfigParser:
+    # strict=False: systemd allows repeated keys (SystemCallFilter=), which add up.
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNIT)
+    return parser
+
+
+@pytest.fixture
+def system_root(tmp_path: Path) -> Path:
+    """A root with this unit, systemd's own units, and the program where the unit expects it."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.fail("systemd-analyze is missing; .ci/run installs the systemd package")
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    shutil.copy(UNIT, root / "etc/systemd/system" / UNIT_NAME)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    executable = Path(_unit()["Service"]["ExecStart"].split()[0])
+    installed = root / executable.relative_to("/")
+    installed.parent.mkdir(parents=True)
+    shutil.copy(console_script(), installed)
+    return root
+
+
+def _analyze(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["systemd-analyze", *args, f"--root={root}", UNIT_NAME], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_unit_passes_systemd_analyze_verify(system_root: Path) -> None:
+    result = _analyze(system_root, "verify")
+    # verify exits 0 on unknown keys and bad values too; it only prints them.
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_unit_exposure_stays_low(system_root: Path) -> None:
+    # systemd rates a unit's exposure from 0 (locked down) to 10; the threshold is in tenths.
+    result = _analyze(system_root, "security", "--offline=yes", "--threshold=20")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Overall exposure level" in result.stdout
+
+
+def test_unit_declares_the_service_contract() -> None:
+    service = _unit()["Service"]
+    assert service["Type"] == "notify"
+    assert service["Restart"] == "on-failure"
+    assert service["DynamicUser"] == "yes"
+    assert service["ProtectSystem"] == "strict"
+    assert service["StateDirectory"] == "airudder-receiver"
+    assert f"%S/{service['StateDirectory']}/" in service["ExecStart"]
+    assert service["EnvironmentFile"].startswith("-/etc/airudder-receiver/")
+    # systemd must not kill the server while it drains: the stop timeout outlasts the exit budget.
+    assert float(service["TimeoutStopSec"].removesuffix("s")) > EXIT_BUDGET + 5
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """A datagram socket standing where systemd's would; short path, as AF_UNIX paths are limited."""
+    folder = tempfile.mkdtemp(prefix="notify-", dir="/tmp")
+    path = os.path.join(folder, "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(15)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+        shutil.rmtree(folder)
+
+
+def _receive_until(sock: socket.socket, wanted: str, seconds: float = 15.0) -> list[str]:
+    """Datagrams until one holds the line ``wanted``; all of them, in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            message = sock.recv(4096).decode()
+        except TimeoutError:
+            break
+        seen.append(message)
+        if wanted in message.splitlines():
+            return seen
+    raise AssertionError(f"no {wanted!r} within {seconds}s; got {seen}")
+
+
+def test_real_process_notifies_ready_watchdog_and_stopping(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    sock, path = notify_socket
+    db_path = tmp_path / "pushes.sqlite3"
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}  # ping every 0.1 s
+    with running_server(tmp_path, db_path, env=env) as server:
+        (ready,) = _receive_until(sock, "READY=1")
+        assert "STATUS=listening on 127.0.0.1:" in ready
+        # After READY the schema is in place and the port answers.
+        assert rows(db_path, "PRAGMA user_version")[0][0] >= 1
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        started = time.monotonic()
+        pings = [m for m in _receive_until(sock, "WATCHDOG=1") if m == "WATCHDOG=1"]
+        pings += [m for m in _receive_until(sock, "WATCHDOG=1") if m == "WATCHDOG=1"]
+        assert len(pings) == 2
+        assert time.monotonic() - started < 2
+        server.proc.send_signal(signal.SIGTERM)
+        messages = _receive_until(sock, "STOPPING=1")
+        assert server.stop() == 0
+    assert all(m == "WATCHDOG=1" for m in messages[:-1])
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
+
+
+def test_no_ready_when_the_port_is_taken(tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "server.py"), "--port", str(port), "--db", str(tmp_path / "p.sqlite3")],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            cwd=tmp_path,
+            env={**os.environ, "NOTIFY_SOCKET": path},
+        )
+    assert result.returncode == 2
+    assert "cannot listen" in result.stderr
+    sock.settimeout(0.2)
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+    assert not any("READY=1" in m.splitlines() for m in messages), messages
+
+
+def test_no_ready_when_the_database_cannot_open(tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--db", str(blocker / "p.sqlite3"), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=tmp_path,
+        env={**os.environ, "NOTIFY_SOCKET": path},
+    )
+    assert result.returncode == 2
+    sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        sock.recv(4096)
+
+
+def test_abstract_socket_address_and_foreign_watchdog_pid() -> None:
+    name = f"airudder-test-{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(5)
+        notifier = Notifier.from_environment({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "1000000"})
+        assert notifier.watchdog_seconds == 1.0
+        notifier.ready("up")
+        assert sock.recv(100) == b"READY=1\nSTATUS=up"
+    # A watchdog meant for another process (WATCHDOG_PID) is not ours to feed.
+    other = Notifier.from_environment({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_seconds is None
+    assert not Notifier.from_environment({}).enabled
