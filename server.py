@@ -135,13 +135,12 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         log.info(
-            "listening on http://%s:%d%s, database %s, ack=%s%s",
+            "listening on http://%s:%d%s, database %s, ack=%s",
             settings.host,
             settings.port,
             settings.push_path,
             settings.db_path,
             settings.ack,
-            ", inspector on /" if settings.serves_inspector else "",
         )
         notifier.ready(f"listening on {settings.host}:{settings.port}")
         # Pings stop when the writer dies, so that systemd restarts a server that can no longer store.
@@ -176,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dev",
         action="store_true",
         default=None,
-        help="local development: 127.0.0.1 only, text logs, one line per push, inspector page on /",
+        help="local development: 127.0.0.1 only, text logs, one line per push",
     )
     for command in COMMANDS:
         sub = commands.add_parser(command.NAME, help=command.HELP)

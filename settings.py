@@ -43,12 +43,7 @@ class Settings:
     shutdown_timeout: float = 6.0
     log_format: str = "auto"
     log_level: str = "info"
-    inspector: bool = False
     dev: bool = False
-
-    @property
-    def serves_inspector(self) -> bool:
-        return self.inspector or self.dev
 
     def validate(self) -> Settings:
         _require(1 <= self.port <= 65535, f"port must be between 1 and 65535, not {self.port}")

@@ -141,6 +141,20 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _json("a page", _page("Reject")), **_ERRORS},
             }
         },
+        "/api/events": {
+            "get": {
+                "summary": "server-sent events: one 'pushes' event per commit, listing each push's key and outcome",
+                "parameters": [],
+                "responses": {
+                    "200": {
+                        "description": "an endless text/event-stream; data is a JSON array of "
+                        "{outcome, workflow_id, node_id, call_id, received_at}",
+                        "content": {"text/event-stream": {"schema": _TEXT}},
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
         "/api/openapi.json": {
             "get": {
                 "summary": "this document",

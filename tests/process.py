@@ -72,6 +72,20 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes], seconds: float = 15.0
     raise AssertionError(f"server at {url} did not answer within {seconds}s")
 
 
+def run_server_to_exit(
+    workdir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python server.py ARGS`` for a run that is expected to stop by itself (a refused start)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+    )
+
+
 @contextmanager
 def running_server(
     workdir: Path,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from tests.conftest import SAMPLE_BYTES, rows
-from tests.process import ROOT, console_script, post, running_server
+from tests.process import console_script, post, run_server_to_exit, running_server
 from tests.test_push import TYPED
 
 
@@ -70,13 +68,7 @@ def test_console_script_serves(tmp_path: Path) -> None:
 def test_unopenable_database_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), "--db", str(blocker / "x.sqlite3"), "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=tmp_path,
-    )
+    result = run_server_to_exit(tmp_path, "--db", str(blocker / "x.sqlite3"), "--port", "1")
     assert result.returncode == 2
     assert "cannot open the database" in result.stderr
     assert "Traceback" not in result.stderr

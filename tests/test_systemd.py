@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 from server import EXIT_BUDGET
 from systemd_notify import Notifier
 from tests.conftest import SAMPLE_BYTES, free_port, rows
-from tests.process import ROOT, console_script, post, running_server
+from tests.process import ROOT, console_script, post, run_server_to_exit, running_server
 
 UNIT = ROOT / "deploy" / "airudder-receiver.service"
 UNIT_NAME = UNIT.name
@@ -141,13 +140,8 @@ def test_no_ready_when_the_port_is_taken(tmp_path: Path, notify_socket: tuple[so
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "server.py"), "--port", str(port), "--db", str(tmp_path / "p.sqlite3")],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            cwd=tmp_path,
-            env={**os.environ, "NOTIFY_SOCKET": path},
+        result = run_server_to_exit(
+            tmp_path, "--port", str(port), "--db", str(tmp_path / "p.sqlite3"), env={"NOTIFY_SOCKET": path}
         )
     assert result.returncode == 2
     assert "cannot listen" in result.stderr
@@ -165,13 +159,8 @@ def test_no_ready_when_the_database_cannot_open(tmp_path: Path, notify_socket: t
     sock, path = notify_socket
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), "--db", str(blocker / "p.sqlite3"), "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=tmp_path,
-        env={**os.environ, "NOTIFY_SOCKET": path},
+    result = run_server_to_exit(
+        tmp_path, "--db", str(blocker / "p.sqlite3"), "--port", str(free_port()), env={"NOTIFY_SOCKET": path}
     )
     assert result.returncode == 2
     sock.settimeout(0.2)
