@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import os
 import sys
+from contextlib import aclosing
 from typing import IO, Any
 
 import orjson
@@ -47,15 +49,17 @@ async def _export(path: str, args: argparse.Namespace, out: IO[str], busy_timeou
     count = 0
     conn = await open_reader(path, busy_timeout_ms, chunk_rows=CHUNK_ROWS)
     try:
-        async for item in iter_pushes(conn, push_filter, with_body=not as_csv):
-            if as_csv:
-                warnings = item["warnings"]
-                item["warnings"] = orjson.dumps(warnings).decode() if warnings is not None else None
-                writer.writerow(item.values())
-            else:
-                out.write(orjson.dumps(item).decode())
-                out.write("\n")
-            count += 1
+        # aclosing: if writing fails (a closed pipe), the query is finished before the connection closes.
+        async with aclosing(iter_pushes(conn, push_filter, with_body=not as_csv)) as items:
+            async for item in items:
+                if as_csv:
+                    warnings = item["warnings"]
+                    item["warnings"] = orjson.dumps(warnings).decode() if warnings is not None else None
+                    writer.writerow(item.values())
+                else:
+                    out.write(orjson.dumps(item).decode())
+                    out.write("\n")
+                count += 1
     finally:
         await conn.close()
     return count
@@ -70,6 +74,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             if args.output:
                 out.close()
+    except BrokenPipeError:
+        # The reader stopped early (``export | head``): not an error, and nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (NoDatabase, FilterError, OSError) as exc:
         return fail(str(exc))
     print(f"exported {count} pushes", file=sys.stderr)

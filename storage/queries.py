@@ -16,7 +16,7 @@ last seq of each page visits every push exactly once, even while pushes keep arr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiosqlite
@@ -76,7 +76,7 @@ def push_row(row: Any) -> dict[str, Any]:
 
 async def iter_pushes(
     conn: aiosqlite.Connection, push_filter: PushFilter, *, limit: int | None = None, with_body: bool = False
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Matching pushes in seq order, one at a time (memory stays flat however many match)."""
     where, params = _where(push_filter)
     columns = ", ".join((*PUSH_COLUMNS, "body") if with_body else PUSH_COLUMNS)

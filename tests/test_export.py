@@ -106,3 +106,23 @@ def test_stats_prints_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture[
     text = capsys.readouterr().out
     assert "pushes      12 (12 deliveries, 0 duplicates" in text
     assert "      12  bulk workflow (wf)" in text
+
+
+def test_export_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
+    db = migrated(tmp_path / "db.sqlite3")
+    add_pushes(db, 5_000)  # far more than a pipe holds
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "server.py"), "export", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    first = orjson.loads(proc.stdout.readline())
+    proc.stdout.close()
+    assert proc.wait(timeout=30) == 0
+    errors = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert first["seq"] == 1
+    assert "Traceback" not in errors
+    assert "exception" not in errors.lower()
