@@ -26,15 +26,27 @@ HELP = "delete pushes and rejects older than a given age, or only drop their raw
 CHUNK_ROWS = 500
 _UNITS = {"d": "days", "h": "hours", "w": "weeks"}
 
+# Each select walks the received-time index from a cursor (time, id), so every chunk starts where the
+# last one stopped: rows whose body was already dropped are not looked at again.
 # The row with the largest seq (or reject id) is never deleted: SQLite would hand that number out again,
 # and a reader following the seq cursor would then miss the new row. See storage/queries.py.
-_OLD_PUSHES = "SELECT seq FROM pushes WHERE first_received_at < ? AND seq < (SELECT max(seq) FROM pushes)"
-_OLD_BODIES = (
-    "SELECT seq FROM pushes WHERE first_received_at < ?"
-    " AND (body IS NOT NULL OR EXISTS (SELECT 1 FROM push_versions WHERE push_seq = seq))"
-)
-_OLD_REJECTS = "SELECT id FROM rejects WHERE received_at < ? AND id < (SELECT max(id) FROM rejects)"
-_OLD_REJECT_BODIES = "SELECT id FROM rejects WHERE received_at < ? AND body IS NOT NULL"
+_OLD_PUSHES = """
+SELECT first_received_at, seq FROM pushes
+WHERE first_received_at < :cutoff AND (first_received_at, seq) > (:at, :id) AND seq < (SELECT max(seq) FROM pushes)
+"""
+_OLD_BODIES = """
+SELECT first_received_at, seq FROM pushes
+WHERE first_received_at < :cutoff AND (first_received_at, seq) > (:at, :id)
+AND (body IS NOT NULL OR EXISTS (SELECT 1 FROM push_versions WHERE push_seq = seq))
+"""
+_OLD_REJECTS = """
+SELECT received_at, id FROM rejects
+WHERE received_at < :cutoff AND (received_at, id) > (:at, :id) AND id < (SELECT max(id) FROM rejects)
+"""
+_OLD_REJECT_BODIES = """
+SELECT received_at, id FROM rejects
+WHERE received_at < :cutoff AND (received_at, id) > (:at, :id) AND body IS NOT NULL
+"""
 
 
 def parse_age(text: str) -> timedelta:
@@ -63,13 +75,22 @@ class Removed:
 async def _chunks(conn: aiosqlite.Connection, select: str, cutoff: str, statements: tuple[str, ...]) -> list[int]:
     """Run ``statements`` (each with ``{ids}``) on chunks of the ids ``select`` finds, one short transaction each.
 
-    Returns the rows changed per statement, summed over chunks.
+    ``select`` yields (received time, id) in that order. Returns the rows changed per statement, summed.
     """
     totals = [0] * len(statements)
+    cursor_at: tuple[str, int] = ("", 0)
     while True:
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            ids = [row[0] for row in await conn.execute_fetchall(f"{select} ORDER BY 1 LIMIT {CHUNK_ROWS}", (cutoff,))]
+            found = list(
+                await conn.execute_fetchall(
+                    f"{select} ORDER BY 1, 2 LIMIT {CHUNK_ROWS}",
+                    {"cutoff": cutoff, "at": cursor_at[0], "id": cursor_at[1]},
+                )
+            )
+            ids = [row[1] for row in found]
+            if ids:
+                cursor_at = (found[-1][0], found[-1][1])
             for n, statement in enumerate(statements):
                 if ids:
                     cursor = await conn.execute(statement.format(ids=",".join("?" * len(ids))), ids)

@@ -1,1 +1,2 @@
-"""HTTP handlers and middleware. Handlers never touch SQLite: they hand records to the writer."""
+"""HTTP handlers and middleware. Pushes go to the single writer; reads go through storage.queries on
+read-only connections. No handler runs SQL of its own."""

@@ -32,7 +32,8 @@ def query_params(request: web.Request, allowed: Collection[str]) -> dict[str, st
     params: dict[str, str] = {}
     for name, value in request.query.items():
         if name not in allowed:
-            raise ApiError(400, "invalid_parameter", f"unknown parameter {name!r}; known: {', '.join(allowed)}")
+            known = f"known: {', '.join(allowed)}" if allowed else "this address takes none"
+            raise ApiError(400, "invalid_parameter", f"unknown parameter {name!r}; {known}")
         if name in params:
             raise ApiError(400, "invalid_parameter", f"{name} is given more than once")
         params[name] = value

@@ -109,3 +109,10 @@ async def test_openapi_is_served(make_client: ClientFactory) -> None:
     document: dict[str, Any] = await get_json(client, "/api/openapi.json")
     assert document["openapi"].startswith("3.")
     assert "/api/pushes" in document["paths"]
+
+
+async def test_addresses_without_parameters_refuse_them(make_client: ClientFactory) -> None:
+    client = await make_client()
+    for path in ("/api/stats", "/api/openapi.json", f"/api/pushes/{KEY}"):
+        body = await get_json(client, path, status=400, after=1)
+        assert body == {"error": "invalid_parameter", "detail": "unknown parameter 'after'; this address takes none"}

@@ -57,14 +57,14 @@ def test_purge_deletes_old_rows_but_never_the_newest(tmp_path: Path, capsys: pyt
 
 def test_purge_keep_typed_drops_only_bodies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = migrated(tmp_path / "db.sqlite3")
-    add_pushes(db, 30, received_at=OLD, prefix="old")
+    add_pushes(db, 1100, received_at=OLD, prefix="old")  # three chunks
     add_pushes(db, 5, received_at="2999-01-01T00:00:00.000Z", prefix="new")
     add_version(db, "old3")
     add_reject(db, b"x")
     assert main(["purge", "--db", str(db), "--older-than", "12h", "--keep-typed"]) == 0
     said = capsys.readouterr().out
-    assert "dropped the raw bodies of 30 pushes, 1 differing versions and 1 rejects" in said
-    assert rows(db, "SELECT count(*), count(body), count(intention) FROM pushes")[0][:] == (35, 5, 35)
+    assert "dropped the raw bodies of 1100 pushes, 1 differing versions and 1 rejects" in said
+    assert rows(db, "SELECT count(*), count(body), count(intention) FROM pushes")[0][:] == (1105, 5, 1105)
     # The views read bodies: a purged call keeps its typed columns but leaves the transcript view.
     assert rows(db, "SELECT count(DISTINCT call_id) FROM call_transcripts")[0][0] == 5
     assert rows(db, "SELECT count(*), count(body) FROM rejects")[0][:] == (1, 0)
