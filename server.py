@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sqlite3
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -21,9 +22,10 @@ from handlers import api, openapi
 from handlers.errors import errors_and_access_log
 from handlers.events import push_events
 from handlers.health import healthz, readyz
-from handlers.keys import EVENTS, METRICS, READERS, SETTINGS, WRITER
+from handlers.keys import ACCESS, EVENTS, METRICS, READERS, SETTINGS, WRITER
 from handlers.metrics import metrics, time_requests
 from handlers.push import receive_push
+from handlers.push_access import AccessPolicy
 from metrics import Metrics
 from push_lines import log_pushes
 from settings import LOG_FORMATS, ConfigError, Settings, load
@@ -107,10 +109,13 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(settings.db_path)
     app[EVENTS] = EventHub()
     app.on_shutdown.append(_end_event_streams)
+    app[ACCESS] = AccessPolicy.from_settings(settings)
     app.cleanup_ctx.append(writer_context(settings))
     app.cleanup_ctx.append(readers_context(settings))
-    push_route = f"{settings.push_path}/{{token}}" if settings.push_token else settings.push_path
-    app.router.add_post(push_route, receive_push)
+    app.router.add_post(settings.push_path, receive_push)
+    if settings.push_token:
+        # Every path under the push path reaches the handler, so that each wrong guess is counted.
+        app.router.add_post(f"{settings.push_path}/{{token:.*}}", receive_push)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_routes(api.routes)
@@ -120,22 +125,39 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS when a certificate is configured; a file that does not load stops the start."""
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except OSError as exc:  # ssl.SSLError is an OSError
+        raise StartupError(f"cannot load tls_cert {settings.tls_cert} with tls_key {settings.tls_key}: {exc}") from exc
+    return context
+
+
 async def serve(settings: Settings) -> None:
     app = create_app(settings)
+    context = tls_context(settings)
     runner = web.AppRunner(
         app,
         access_log=None,  # the middleware logs one line per request, with the token masked
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
+        # aiohttp starts this clock when a connection opens and again after each answer; a client that
+        # has not sent a whole request head by then is cut off, however slowly it trickles bytes.
+        keepalive_timeout=settings.idle_timeout,
     )
     notifier = Notifier.from_environment()
     await runner.setup()  # opens and migrates the database, starts the writer
     watchdog: asyncio.Task[None] | None = None
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
         await site.start()
         log.info(
-            "listening on http://%s:%d%s, database %s, ack=%s",
+            "listening on %s://%s:%d%s, database %s, ack=%s",
+            "https" if context else "http",
             settings.host,
             settings.port,
             settings.push_path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -17,6 +18,8 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 LOG_FORMATS = ("auto", "text", "json")
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -44,6 +47,12 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
     dev: bool = False
+    allow_ips: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    idle_timeout: float = 15.0
+    body_timeout: float = 10.0
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def validate(self) -> Settings:
         _require(1 <= self.port <= 65535, f"port must be between 1 and 65535, not {self.port}")
@@ -73,7 +82,26 @@ class Settings:
             f"dev mode listens on 127.0.0.1 only, so host {self.host!r} is not allowed with it",
         )
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        parse_networks("allow_ips", self.allow_ips)
+        parse_networks("trusted_proxies", self.trusted_proxies)
+        _require(0 < self.idle_timeout <= 3600, "idle_timeout must be more than 0 and at most 3600 seconds")
+        _require(0 < self.body_timeout <= 300, "body_timeout must be more than 0 and at most 300 seconds")
+        _require(bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key must be set together, or neither")
         return self
+
+
+def parse_networks(name: str, cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """The CIDR list of setting ``name``; a single address is a network of one."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr))
+        except ValueError:
+            raise ConfigError(
+                f"{name} has {cidr!r}, which is not an address or a network such as 10.0.0.0/8 "
+                "(with no bits set after the prefix)"
+            ) from None
+    return tuple(networks)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -82,14 +110,19 @@ def _require(condition: bool, message: str) -> None:
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", tuple: "a list of strings"}
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Check a TOML value against the type of its default; ints are fine where floats are expected."""
+    """Check a TOML value against the type of its default; ints are fine where floats are expected.
+
+    Lists become tuples so that the settings stay immutable.
+    """
     expected = type(_FIELDS[name].default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is tuple and isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
     if type(value) is not expected:
         raise ConfigError(f"{name} must be {_TYPE_NAMES[expected]}, not {value!r}")
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from event_hub import EventHub
+from handlers.push_access import AccessPolicy
 from metrics import Metrics
 from settings import Settings
 from storage.readers import ReaderPool
@@ -15,3 +16,4 @@ WRITER = web.AppKey("writer", Writer)
 READERS = web.AppKey("readers", ReaderPool)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", EventHub)
+ACCESS = web.AppKey("access", AccessPolicy)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 
 import orjson
 from aiohttp import web
 
 from handlers.errors import LOG_FIELDS, ApiError
-from handlers.keys import METRICS, SETTINGS, WRITER
+from handlers.keys import ACCESS, METRICS, SETTINGS, WRITER
 from handlers.payload import decode, to_record
 from storage.records import Outcome, Record, RejectRecord, utc_now
 from storage.writer import WriteFailed, WriterUnavailable
@@ -22,17 +21,26 @@ EMPTY_OBJECT = b"{}"
 KEPT_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "User-Agent", "X-Forwarded-For")
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, or 413 as soon as it passes ``limit`` (chunked bodies have no length to check)."""
+async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
+    """The whole body within ``seconds``, or 413 as soon as it passes ``limit`` (chunked bodies have no
+    length to check up front). The deadline keeps a client that trickles its body from holding a request."""
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "body_too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"the body is more than the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "body_too_large", f"the body is more than the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {seconds:g}s") from None
+    except web.RequestPayloadError:
+        raise ApiError(400, "invalid_body", "the body cannot be decoded (broken chunks or Content-Encoding)") from None
+    except ConnectionResetError:
+        raise ApiError(400, "body_incomplete", "the connection closed before the whole body arrived") from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -67,7 +75,7 @@ async def keep_reject(request: web.Request, error: ApiError, body: bytes | None)
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
     record = RejectRecord(
         received_at=utc_now(),
-        remote=request.remote,
+        remote=client_address(request),
         reason=error.code,
         detail=error.detail,
         # The route pattern, not the path: a push token must not end up in the database either.
@@ -81,10 +89,23 @@ async def keep_reject(request: web.Request, error: ApiError, body: bytes | None)
         log.warning("could not keep a rejected request (%s)", error.code)
 
 
-def _token_matches(request: web.Request) -> bool:
-    expected = request.app[SETTINGS].push_token
-    given = request.match_info.get("token", "")
-    return hmac.compare_digest(given.encode(), expected.encode())
+def client_address(request: web.Request) -> str | None:
+    return request.app[ACCESS].client(request.remote, request.headers.getall("X-Forwarded-For", ()))
+
+
+def admit(request: web.Request) -> None:
+    """403 outside ``allow_ips``, 404 without the push token; logged with the client, not stored.
+
+    Each refusal is counted in the metrics by its code, like every other refused push.
+    """
+    access = request.app[ACCESS]
+    client = client_address(request)
+    if not access.allows(client):
+        request[LOG_FIELDS]["client"] = client
+        raise ApiError(403, "forbidden", "this address may not push here")
+    if access.token and not access.token_matches(request.match_info.get("token", "")):
+        request[LOG_FIELDS]["client"] = client
+        raise ApiError(404, "not_found", "there is nothing at this path")
 
 
 async def receive_push(request: web.Request) -> web.Response:
@@ -98,11 +119,10 @@ async def receive_push(request: web.Request) -> web.Response:
 async def _take_push(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     fields = request[LOG_FIELDS]
-    if settings.push_token and not _token_matches(request):
-        raise ApiError(404, "not_found", "there is nothing at this path")
+    admit(request)
     body: bytes | None = None
     try:
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
         data = decode(body)
         record = to_record(body, data, utc_now())
     except ApiError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +35,10 @@ class ServerProcess:
     url: str
     log_path: Path
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -49,22 +54,24 @@ class ServerProcess:
             raise AssertionError(f"server did not exit within {timeout}s of signal {sig}") from None
 
 
-def post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+def post(url: str, body: bytes, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
 
-def wait_until_up(url: str, proc: subprocess.Popen[bytes], seconds: float = 15.0) -> None:
+def wait_until_up(
+    url: str, proc: subprocess.Popen[bytes], seconds: float = 15.0, tls: ssl.SSLContext | None = None
+) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited early with code {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1, context=tls) as response:
                 if response.status == 200:
                     return
         except OSError:
@@ -93,8 +100,12 @@ def running_server(
     *extra_args: str,
     env: dict[str, str] | None = None,
     command: Sequence[str] = (sys.executable, str(ROOT / "server.py")),
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[ServerProcess]:
-    """``python server.py`` on a free port, in ``workdir``; killed at the end if still running."""
+    """``python server.py`` on a free port, in ``workdir``; killed at the end if still running.
+
+    With ``tls`` (a client context that trusts the server's certificate) the server is reached over HTTPS.
+    """
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     with log_path.open("wb") as log_file:
@@ -105,9 +116,9 @@ def running_server(
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    server = ServerProcess(proc, f"{'https' if tls else 'http'}://127.0.0.1:{port}", log_path)
     try:
-        wait_until_up(server.url, proc)
+        wait_until_up(server.url, proc, tls=tls)
         yield server
     finally:
         if proc.poll() is None:
