@@ -17,7 +17,7 @@ from storage.filters import EXACT_FILTERS, TIME_FILTERS, FilterError, parse_afte
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-PUSH_PARAMS = (*EXACT_FILTERS, *TIME_FILTERS, "after", "limit")
+PUSH_PARAMS = (*EXACT_FILTERS, *TIME_FILTERS, "after", "before", "order", "limit")
 REJECT_PARAMS = ("reason", "after", "limit")
 
 routes = web.RouteTableDef()
@@ -68,6 +68,9 @@ async def list_pushes(request: web.Request) -> web.Response:
         limit = page_limit(params)
     async with request.app[READERS].connection() as conn:
         items = await queries.page_pushes(conn, push_filter, limit)
+    if push_filter.newest_first:
+        # Going back in time: the next page is below the last (oldest) seq of this one.
+        return json_response({"items": items, "next_before": items[-1]["seq"] if items else None})
     return page(items, "seq")
 
 

@@ -21,6 +21,8 @@ _PARAMETER_DOCS = {
     "since": ("received at or after this time (ISO 8601; UTC unless an offset is given)", _TEXT),
     "until": ("received before this time (ISO 8601; UTC unless an offset is given)", _TEXT),
     "after": ("cursor: only items after this seq (pushes) or id (rejects); 0 starts at the beginning", _INT),
+    "before": ("only pushes with a seq below this (with order=newest: pass the page's next_before)", _INT),
+    "order": ("oldest (default) or newest first; newest pages answer next_before instead of next_after", _TEXT),
     "limit": (f"page size, 1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}", _INT),
     "reason": ("only rejects with this reason, e.g. invalid_json", _TEXT),
 }
@@ -70,6 +72,7 @@ def _page(item: str) -> dict[str, Any]:
         "properties": {
             "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
             "next_after": {"type": ["integer", "null"], "description": "cursor of the last item; null if none"},
+            "next_before": {"type": ["integer", "null"], "description": "instead of next_after, with order=newest"},
         },
     }
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 # Typed columns a reader may match exactly.
 EXACT_FILTERS = ("workflow_id", "node_id", "call_id", "case_id", "callee_number", "task_id", "intention")
 TIME_FILTERS = ("since", "until")
+ORDERS = ("oldest", "newest")
 
 
 class FilterError(ValueError):
@@ -17,12 +18,15 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class PushFilter:
-    """Exact matches on typed columns, a received-time window, and the cursor (rows after ``after``)."""
+    """Exact matches on typed columns, a received-time window, and the cursors (seq after ``after``,
+    below ``before``), oldest first unless ``newest_first``."""
 
     equals: tuple[tuple[str, str], ...] = ()
     since: str | None = None  # first_received_at >= since
     until: str | None = None  # first_received_at < until
     after: int = 0
+    before: int | None = None
+    newest_first: bool = False
 
 
 def parse_int(name: str, text: str, minimum: int, maximum: int | None = None) -> int:
@@ -58,7 +62,7 @@ def parse_time(name: str, text: str) -> str:
 
 
 def parse_push_filter(params: Mapping[str, str]) -> PushFilter:
-    """Build a filter from the names in EXACT_FILTERS, TIME_FILTERS and ``after``; others are ignored."""
+    """Build a filter from EXACT_FILTERS, TIME_FILTERS, ``after``, ``before`` and ``order``; others are ignored."""
     equals = []
     for name in EXACT_FILTERS:
         value = params.get(name)
@@ -70,4 +74,8 @@ def parse_push_filter(params: Mapping[str, str]) -> PushFilter:
     until = parse_time("until", params["until"]) if params.get("until") is not None else None
     if since is not None and until is not None and since >= until:
         raise FilterError(f"since ({since}) must be before until ({until})")
-    return PushFilter(tuple(equals), since, until, parse_after(params))
+    before = parse_int("before", params["before"], 1) if params.get("before") is not None else None
+    order = params.get("order", "oldest")
+    if order not in ORDERS:
+        raise FilterError(f"order must be {' or '.join(ORDERS)}, not {order!r}")
+    return PushFilter(tuple(equals), since, until, parse_after(params), before, order == "newest")

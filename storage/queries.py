@@ -52,6 +52,9 @@ def _where(push_filter: PushFilter) -> tuple[str, list[Any]]:
     # Column names come from storage.filters.EXACT_FILTERS, never from the request.
     clauses = ["seq > ?"]
     params: list[Any] = [push_filter.after]
+    if push_filter.before is not None:
+        clauses.append("seq < ?")
+        params.append(push_filter.before)
     for column, value in push_filter.equals:
         clauses.append(f"{column} = ?")
         params.append(value)
@@ -77,10 +80,10 @@ def push_row(row: Any) -> dict[str, Any]:
 async def iter_pushes(
     conn: aiosqlite.Connection, push_filter: PushFilter, *, limit: int | None = None, with_body: bool = False
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """Matching pushes in seq order, one at a time (memory stays flat however many match)."""
+    """Matching pushes in seq order (or newest first), one at a time (memory stays flat however many match)."""
     where, params = _where(push_filter)
     columns = ", ".join((*PUSH_COLUMNS, "body") if with_body else PUSH_COLUMNS)
-    sql = f"SELECT {columns} FROM pushes WHERE {where} ORDER BY seq"
+    sql = f"SELECT {columns} FROM pushes WHERE {where} ORDER BY seq{' DESC' if push_filter.newest_first else ''}"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)

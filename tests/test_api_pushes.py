@@ -106,9 +106,29 @@ async def test_pages_follow_next_after(make_client: ClientFactory) -> None:
     assert seen == [1, 2, 3, 4, 5, 6, 7]
 
 
+async def test_newest_first_pages_go_back_with_next_before(make_client: ClientFactory) -> None:
+    client = await make_client()
+    for n in range(7):
+        await post(client, sample(call_id=f"n{n}", intention="A" if n % 2 else "B"))
+    seen: list[int] = []
+    page = await get_json(client, "/api/pushes", order="newest", limit=3)
+    while page["items"]:
+        assert "next_after" not in page
+        seen += [item["seq"] for item in page["items"]]
+        page = await get_json(client, "/api/pushes", order="newest", limit=3, before=page["next_before"])
+    assert page["next_before"] is None
+    assert seen == [7, 6, 5, 4, 3, 2, 1]
+    filtered = await get_json(client, "/api/pushes", order="newest", intention="A", before=6, after=1)
+    assert [item["seq"] for item in filtered["items"]] == [4, 2]
+    oldest_first = await get_json(client, "/api/pushes", before=4)
+    assert [item["seq"] for item in oldest_first["items"]] == [1, 2, 3]
+
+
 @pytest.mark.parametrize(
     ("params", "needle"),
     [
+        ({"order": "latest"}, "order must be oldest or newest"),
+        ({"before": "0"}, "before must be at least 1"),
         ({"limit": "0"}, "limit must be between 1 and 1000"),
         ({"limit": "1001"}, "limit must be between 1 and 1000"),
         ({"limit": "ten"}, "limit must be an integer"),
