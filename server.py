@@ -18,7 +18,7 @@ from aiohttp import web
 import logs
 from commands import COMMANDS
 from event_hub import EventHub
-from handlers import api, openapi
+from handlers import api, inspector, openapi
 from handlers.errors import errors_and_access_log
 from handlers.events import push_events
 from handlers.health import healthz, readyz
@@ -122,6 +122,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(openapi.routes)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/events", push_events)
+    if settings.serves_inspector:
+        inspector.add_routes(app)
     return app
 
 
@@ -156,13 +158,14 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
         await site.start()
         log.info(
-            "listening on %s://%s:%d%s, database %s, ack=%s",
+            "listening on %s://%s:%d%s, database %s, ack=%s%s",
             "https" if context else "http",
             settings.host,
             settings.port,
             settings.push_path,
             settings.db_path,
             settings.ack,
+            ", inspector on /" if settings.serves_inspector else "",
         )
         notifier.ready(f"listening on {settings.host}:{settings.port}")
         # Pings stop when the writer dies, so that systemd restarts a server that can no longer store.
@@ -197,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
         "--dev",
         action="store_true",
         default=None,
-        help="local development: 127.0.0.1 only, text logs, one line per push",
+        help="local development: 127.0.0.1 only, text logs, one line per push, inspector page on /",
     )
     for command in COMMANDS:
         sub = commands.add_parser(command.NAME, help=command.HELP)

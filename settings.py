@@ -46,6 +46,7 @@ class Settings:
     shutdown_timeout: float = 6.0
     log_format: str = "auto"
     log_level: str = "info"
+    inspector: bool = False
     dev: bool = False
     allow_ips: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
@@ -53,6 +54,10 @@ class Settings:
     body_timeout: float = 10.0
     tls_cert: str = ""
     tls_key: str = ""
+
+    @property
+    def serves_inspector(self) -> bool:
+        return self.inspector or self.dev
 
     def validate(self) -> Settings:
         _require(1 <= self.port <= 65535, f"port must be between 1 and 65535, not {self.port}")

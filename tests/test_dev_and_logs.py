@@ -30,6 +30,7 @@ def test_dev_prints_one_readable_line_per_push(tmp_path: Path) -> None:
         "push duplicate  test_api_action6 / API2  callee +861xxxxxxxx5721  intention E",
         "push new        test_api_action6 / API2  callee +8613800000000  intention A",
     ]
+    assert "inspector on /" in log
     assert "error=invalid_json" in log
     assert not log.lstrip().startswith("{")
 

@@ -1,0 +1,281 @@
+// The inspector: the latest pushes from /api/pushes, kept current by /api/events, one call at a time in detail.
+// Every value from a push is put on the page as text (never as HTML): push bodies come from outside.
+"use strict";
+
+const PAGE = 100;
+const rows = new Map(); // "workflow/node/call" -> {item, tr}
+let newestSeq = 0;
+let oldestSeq = null;
+let selectedKey = null;
+let catchingUp = null;
+
+const $ = (id) => document.getElementById(id);
+
+function keyOf(item) {
+  return [item.workflow_id, item.node_id, item.call_id].join("/");
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+async function getJson(path) {
+  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+// -- the list ---------------------------------------------------------------------------------
+
+function shortTime(iso) {
+  // The receive time on this computer's clock, as the server's log lines show it; the date only when not today.
+  if (!iso) return "";
+  const moment = new Date(iso);
+  const clock = moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  const sameDay = moment.toDateString() === new Date().toDateString();
+  return sameDay ? clock : `${moment.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock}`;
+}
+
+function rowCells(item) {
+  return [
+    el("td", { text: shortTime(item.first_received_at), title: `${item.first_received_at} (UTC)`, class: "time" }),
+    el("td", {},
+      el("span", { class: "workflow", text: item.workflow_name || item.workflow_id }),
+      el("span", { class: "node", text: item.node_name || item.node_id })),
+    el("td", { text: item.callee_number || "–", class: "callee" }),
+    el("td", { title: item.hangup_type ? `hang-up: ${item.hangup_type}` : "" },
+      el("span", { class: "intention", text: item.intention || "–" })),
+    el("td", { text: String(item.deliveries), class: item.deliveries > 1 ? "deliveries again" : "deliveries" }),
+  ];
+}
+
+function searchText(item) {
+  return [item.workflow_name, item.workflow_id, item.node_name, item.node_id, item.callee_number, item.case_id,
+    item.intention, item.hangup_type, item.ring_type, item.call_id, item.task_id].join(" ").toLowerCase();
+}
+
+function flash(tr, kind) {
+  tr.classList.remove("arrived-new", "arrived-duplicate");
+  void tr.offsetWidth; // restart the animation
+  tr.classList.add(`arrived-${kind}`);
+}
+
+function putRow(item, where, kind) {
+  const key = keyOf(item);
+  let entry = rows.get(key);
+  if (entry) {
+    entry.item = item;
+    entry.tr.replaceChildren(...rowCells(item));
+  } else {
+    const tr = el("tr", { tabindex: "0", "data-key": key, "data-seq": String(item.seq) });
+    tr.append(...rowCells(item));
+    tr.addEventListener("click", () => select(key));
+    tr.addEventListener("keydown", (event) => { if (event.key === "Enter") select(key); });
+    const body = $("pushes").tBodies[0];
+    if (where === "top") body.prepend(tr); else body.append(tr);
+    entry = { item, tr };
+    rows.set(key, entry);
+  }
+  entry.tr.dataset.search = searchText(item);
+  entry.tr.classList.toggle("selected", key === selectedKey);
+  if (kind) flash(entry.tr, kind);
+  newestSeq = Math.max(newestSeq, item.seq);
+  oldestSeq = oldestSeq === null ? item.seq : Math.min(oldestSeq, item.seq);
+}
+
+function applyFilter() {
+  const terms = $("filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  let shown = 0;
+  for (const { tr } of rows.values()) {
+    const match = terms.every((term) => tr.dataset.search.includes(term));
+    tr.hidden = !match;
+    if (match) shown += 1;
+  }
+  $("empty").hidden = rows.size > 0;
+  $("summary").textContent = terms.length
+    ? `${shown} of ${rows.size} calls match`
+    : `${rows.size} call${rows.size === 1 ? "" : "s"} shown`;
+}
+
+async function loadLatest() {
+  const page = await getJson(`/api/pushes?order=newest&limit=${PAGE}`);
+  for (const item of page.items) putRow(item, "bottom");
+  $("older").hidden = page.items.length < PAGE;
+  applyFilter();
+}
+
+async function loadOlder() {
+  if (oldestSeq === null) return;
+  const page = await getJson(`/api/pushes?order=newest&limit=${PAGE}&before=${oldestSeq}`);
+  for (const item of page.items) putRow(item, "bottom");
+  $("older").hidden = page.items.length < PAGE;
+  applyFilter();
+}
+
+// Pushes committed since the newest one shown; after a reconnection this is how nothing is missed.
+async function catchUp() {
+  if (catchingUp) return catchingUp;
+  catchingUp = (async () => {
+    try {
+      for (;;) {
+        const page = await getJson(`/api/pushes?after=${newestSeq}&limit=1000`);
+        for (const item of page.items) putRow(item, "top", "new");
+        if (page.items.length < 1000) break;
+      }
+      applyFilter();
+    } finally {
+      catchingUp = null;
+    }
+  })();
+  return catchingUp;
+}
+
+async function refresh(key, kind) {
+  if (!rows.has(key)) return;
+  const push = await getJson(`/api/pushes/${key.split("/").map(encodeURIComponent).join("/")}`);
+  putRow(push, "top", kind);
+  applyFilter();
+  if (key === selectedKey) showDetail(push);
+}
+
+// -- live updates -------------------------------------------------------------------------------
+
+function setLive(state, text) {
+  const pill = $("live");
+  pill.className = `pill ${state}`;
+  pill.textContent = text;
+}
+
+function listen() {
+  const events = new EventSource("/api/events");
+  events.addEventListener("open", () => {
+    setLive("live", "live");
+    catchUp().catch(report);
+  });
+  events.addEventListener("error", () => setLive("waiting", "reconnecting…"));
+  events.addEventListener("pushes", (event) => {
+    const pushes = JSON.parse(event.data);
+    if (pushes.some((push) => push.outcome === "new")) catchUp().catch(report);
+    for (const push of pushes) {
+      if (push.outcome !== "new") refresh(keyOf(push), "duplicate").catch(report);
+    }
+  });
+}
+
+function report(error) {
+  setLive("broken", String(error.message || error));
+}
+
+// -- the detail ---------------------------------------------------------------------------------
+
+async function select(key) {
+  selectedKey = key;
+  for (const [k, { tr }] of rows) tr.classList.toggle("selected", k === key);
+  const push = await getJson(`/api/pushes/${key.split("/").map(encodeURIComponent).join("/")}`);
+  if (selectedKey === key) showDetail(push);
+}
+
+function facts(pairs) {
+  const dl = el("dl", { class: "facts" });
+  for (const [name, value] of pairs) {
+    if (value === undefined || value === null || value === "") continue;
+    dl.append(el("dt", { text: name }), el("dd", { text: String(value) }));
+  }
+  return dl;
+}
+
+function section(title, ...content) {
+  return el("section", { class: "block" }, el("h3", { text: title }), ...content);
+}
+
+function chips(object, empty) {
+  const entries = Object.entries(object || {});
+  if (!entries.length) return el("p", { class: "none", text: empty });
+  const list = el("ul", { class: "chips" });
+  for (const [name, value] of entries) {
+    list.append(el("li", {}, el("span", { class: "chip-name", text: name }), el("span", { text: String(value) })));
+  }
+  return list;
+}
+
+function transcript(turns) {
+  const said = [];
+  for (const turn of turns || []) {
+    if (turn.robottext) said.push(["robot", "Robot", turn.robottext, turn.time]);
+    if (turn.text) said.push(["person", "Person", turn.text, turn.time]);
+  }
+  if (!said.length) return el("p", { class: "none", text: "No transcript in this push." });
+  const list = el("ol", { class: "dialogue" });
+  for (const [who, label, text, time] of said) {
+    list.append(el("li", { class: `turn ${who}` },
+      el("span", { class: "speaker", text: `${label}${time ? ` · ${time}` : ""}` }),
+      el("p", { class: "bubble", text })));
+  }
+  return list;
+}
+
+function table(items, columns, empty) {
+  if (!items || !items.length) return el("p", { class: "none", text: empty });
+  const head = el("tr", {}, ...columns.map(([title]) => el("th", { text: title })));
+  const body = el("tbody");
+  for (const item of items) {
+    body.append(el("tr", {}, ...columns.map(([, field]) => el("td", { text: item[field] ?? "" }))));
+  }
+  return el("table", { class: "small" }, el("thead", {}, head), body);
+}
+
+function showDetail(push) {
+  const body = push.body || {};
+  const call = body.call || {};
+  const callee = body.callee || {};
+  const pane = $("detail-pane");
+  const title = el("div", { class: "detail-title" },
+    el("h2", { text: callee.callee_name || push.callee_number || "Unknown callee" }),
+    el("span", { class: "intention big", text: push.intention || "–" }),
+    el("span", { class: "description", text: call.intention_description || "" }));
+  pane.replaceChildren(
+    title,
+    facts([
+      ["Callee number", push.callee_number],
+      ["Workflow / node", `${push.workflow_name || push.workflow_id} / ${push.node_name || push.node_id}`],
+      ["Call", `${push.call_start_time || "?"} → ${push.call_end_time || "?"}`],
+      ["Hang-up / ring", `${push.hangup_type || "–"} / ${push.ring_type || "–"}`],
+      ["Talk rounds", call.talk_round],
+      ["Attempts", call.call_times],
+      ["Case", push.case_id],
+      ["Deliveries", push.deliveries > 1 ? `${push.deliveries} (duplicates counted)` : push.deliveries],
+      ["Received", push.first_received_at],
+      ["Call id", push.call_id],
+      ["Warnings", (push.warnings || []).join("; ")],
+    ]),
+    section("Labels", chips(call.multi_label, "No labels.")),
+    section("Slots", chips(call.ner_slots, "No slots.")),
+    section("Transcript", transcript(call.asr_result)),
+    section("Redials", table(call.redial_call, [
+      ["Started", "call_start_time"], ["Ring", "ring_type"], ["Ring s", "ring_time"], ["Hang-up", "hangup_type"],
+      ["Result", "result_label"], ["Callee", "callee_number"], ["Caller", "caller_number"],
+    ], "No redials.")),
+    section("Questions and answers", table(call.question_answer, [
+      ["Question", "question_content"], ["Answer", "answer_text"], ["Status", "status"],
+      ["Verification", "verification_results"], ["Answered", "whether_answer"],
+    ], "No questions asked.")),
+    el("details", { class: "block raw" },
+      el("summary", { text: `Raw JSON${push.versions && push.versions.length ? ` (and ${push.versions.length} other version(s))` : ""}` }),
+      el("pre", { text: JSON.stringify(push.body, null, 2) ?? "The body was purged." })),
+  );
+  pane.scrollTop = 0;
+}
+
+// -- start ----------------------------------------------------------------------------------------
+
+$("filter").addEventListener("input", applyFilter);
+$("older").addEventListener("click", () => loadOlder().catch(report));
+loadLatest().then(listen).catch(report);

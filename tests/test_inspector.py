@@ -1,0 +1,127 @@
+"""The inspector page in real headless Chromium against the real server process."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import SAMPLE_BYTES, sample
+from tests.process import ROOT, post, running_server
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+# Debian's browser, never a downloaded one; the flags keep it from reaching for the network at start.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, timeout=30_000)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def robot_and_person_lines(push: dict[str, object]) -> tuple[list[str], list[str]]:
+    turns = push["call"]["asr_result"]  # type: ignore[index]
+    return [t["robottext"] for t in turns if t["robottext"]], [t["text"] for t in turns if t["text"]]
+
+
+def test_push_appears_live_and_opens_as_a_dialogue(tmp_path: Path, page: Page) -> None:
+    earlier = sample(call_id="earlier-call", intention="A", asr_result=[])
+    earlier["callee"]["callee_number"] = "+8613800000001"
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--dev") as server:
+        assert post(f"{server.url}/push", orjson.dumps(earlier))[0] == 200
+        page.goto(f"{server.url}/")
+        rows = page.locator("#pushes tbody tr")
+        expect(rows).to_have_count(1)
+        expect(page.locator("#live")).to_have_text("live")
+        page.evaluate("window.sameDocument = true")  # gone if the page reloads
+
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        expect(rows).to_have_count(2)
+        newest = rows.first
+        expect(newest).to_contain_text("test_api_action6")
+        expect(newest).to_contain_text("+861xxxxxxxx5721")
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200  # a duplicate delivery
+        expect(newest.locator(".deliveries")).to_have_text("2")
+        assert page.evaluate("window.sameDocument") is True
+
+        newest.click()
+        detail = page.locator("#detail-pane")
+        expect(detail.locator("h2")).to_have_text("WILL SMITH")
+        expect(detail).to_contain_text("No Voice")
+        expect(detail.locator(".chips")).to_contain_text(["identity_correct_person"])
+        robot, person = robot_and_person_lines(orjson.loads(SAMPLE_BYTES))
+        expect(detail.locator(".turn.robot .bubble")).to_have_text(robot)
+        expect(detail.locator(".turn.person .bubble")).to_have_text(person)
+        expect(detail.locator("table.small").first.locator("tbody tr")).to_have_count(3)  # redials
+        expect(detail).to_contain_text("CURP Verification")
+        detail.locator("details.raw summary").click()
+        expect(detail.locator("details.raw pre")).to_contain_text('"call_id": "817377d194xxxxxxxxc8ad463bc81d996a"')
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        detail.locator("details.raw summary").click()  # closed again, and back to the top of the call
+        detail.evaluate("pane => { pane.scrollTop = 0; }")
+        page.screenshot(path=str(ARTIFACTS / "inspector.png"))
+
+        page.fill("#filter", "13800000001")
+        expect(rows.filter(visible=True)).to_have_count(1)
+        expect(rows.filter(visible=True)).to_contain_text("+8613800000001")
+        expect(page.locator("#summary")).to_have_text("1 of 2 calls match")
+        assert server.stop() == 0
+
+
+def test_inspector_is_off_unless_asked_for(tmp_path: Path) -> None:
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3") as server:
+        status, body = _get(f"{server.url}/")
+        assert status == 404
+        assert orjson.loads(body)["error"] == "not_found"
+
+
+def test_inspector_follows_the_read_rule(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('inspector = true\napi_token = "read-secret-0123456789"\n')
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--config", str(config)) as server:
+        assert _get(f"{server.url}/")[0] == 401
+        assert _get(f"{server.url}/inspector/inspector.js")[0] == 401
+        status, body = _get(f"{server.url}/", {"Authorization": "Bearer read-secret-0123456789"})
+        assert status == 200
+        assert b"<title>AIRudder pushes" in body
+        assert _get(f"{server.url}/inspector/nope.js", {"Authorization": "Bearer read-secret-0123456789"})[0] == 404
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
