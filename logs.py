@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 
 class _Masking(logging.Formatter):
@@ -70,6 +72,27 @@ def resolve_format(log_format: str, dev: bool, environ: Mapping[str, str] = os.e
     return "json" if any(environ.get(name) for name in SYSTEMD_MARKERS) else "text"
 
 
+class ClientFaults(logging.Filter):
+    """aiohttp logs a request that is not valid HTTP, or a body that does not decode, as an error with a
+    traceback quoting the client's bytes. Anyone can send those, so each becomes one warning line without
+    the bytes: a stranger cannot fill the log with tracebacks or write their own text into it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fault = record.exc_info[1] if record.exc_info else None
+        if isinstance(fault, HttpProcessingError):
+            # aiohttp's wording comes first; the quoted bytes follow a colon or start on the next line.
+            summary = fault.message.strip().partition("\n")[0].partition(":")[0][:200]
+            record.msg, record.args = "%s: %s", (record.getMessage(), summary)
+        elif isinstance(fault, RequestPayloadError):
+            # Raised again when aiohttp drains the rest of a body the push handler already answered 400.
+            record.msg, record.args = "closed a connection whose body does not decode", ()
+        else:
+            return True
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def configure(log_format: str, level: str, push_path: str, token: str) -> None:
     formatter_class = JsonFormatter if log_format == "json" else TextFormatter
     handler = logging.StreamHandler(sys.stdout)
@@ -77,3 +100,6 @@ def configure(log_format: str, level: str, push_path: str, token: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, ClientFaults) for existing in server_log.filters):
+        server_log.addFilter(ClientFaults())

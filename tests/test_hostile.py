@@ -61,12 +61,17 @@ def test_hostile_corpus_is_answered_and_kept(tmp_path: Path, capsys: pytest.Capt
             if exchange(server.url, (HEALTHZ,), timeout=5).status != 200:
                 problems.append(f"{entry.name}: /healthz failed afterwards")
         assert server.stop() == 0
+    log = server.log()
 
     with capsys.disabled():
         print(f"\nhostile corpus: {len(CORPUS)} requests")
         for kind, answers in classes.items():
             print(f"  {kind:15} " + ", ".join(f"{answer} x{count}" for answer, count in sorted(answers.items())))
     assert not problems, "\n".join(problems)
+    # Malformed requests are the client's fault: one warning line each, no traceback, none of their bytes.
+    assert "Traceback" not in log
+    assert "ERROR" not in log
+    assert "aaaaaaaa" not in log  # from the 100 kB header
 
     kept: dict[str, list[str]] = defaultdict(list)
     for reject in rows(db_path, "SELECT reason, headers, body FROM rejects"):
