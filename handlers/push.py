@@ -58,9 +58,10 @@ async def store(request: web.Request, record: Record, *, wait: bool | None = Non
         future = request.app[WRITER].submit(record, wait=wait)
         if future is None:
             return None
-        # shield: a timed-out wait must not cancel the item, which may still commit; a retry then
-        # arrives as a duplicate and is answered 200.
-        return await asyncio.wait_for(asyncio.shield(future), settings.ack_timeout)
+        # A timed-out wait cancels only this future; the writer skips answering it but still writes the
+        # item, which may commit: the sender's retry then arrives as a duplicate and is answered 200.
+        async with asyncio.timeout(settings.ack_timeout):
+            return await future
     except WriterUnavailable as exc:
         cause, detail = exc.cause, f"the push was not taken ({exc.cause.replace('_', ' ')})"
     except TimeoutError:
