@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench profile clean
 
 $(BIN)/airudder-receiver: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test: lint
 bench: $(VENV)/.test-deps
 	bash bench/setup.sh
 	$(BIN)/python -m bench
+
+$(VENV)/.bench-deps: $(VENV)/.test-deps
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# Where the receiver spends its time under wrk, sampled with py-spy.
+profile: $(VENV)/.bench-deps
+	bash bench/setup.sh
+	$(BIN)/python -m bench.profile
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,7 +5,6 @@ The schema comes from the receiver's own migrations, so both write the same tabl
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 
 from storage.connection import open_writer
@@ -29,17 +28,13 @@ def push_row(p: PushRecord) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def create_schema(path: str, synchronous: str) -> None:
+async def create_schema(path: str, synchronous: str) -> None:
     """Open the file the way the receiver does (WAL, ``synchronous``) and apply its migrations."""
-
-    async def prepare() -> None:
-        conn = await open_writer(path, synchronous, busy_timeout_ms=3000)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(prepare())
+    conn = await open_writer(path, synchronous, busy_timeout_ms=3000)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:

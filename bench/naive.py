@@ -36,9 +36,16 @@ async def insert_and_commit(request: web.Request) -> web.Response:
 
 
 def make_app(db_path: str) -> web.Application:
-    create_schema(db_path, "FULL")
+    async def open_database(app: web.Application) -> None:
+        await create_schema(db_path, "FULL")
+        app[CONNECTION] = connect(db_path, "FULL")
+
+    async def close_database(app: web.Application) -> None:
+        app[CONNECTION].close()
+
     app = web.Application()
-    app[CONNECTION] = connect(db_path, "FULL")
+    app.on_startup.append(open_database)
+    app.on_cleanup.append(close_database)
     app.router.add_post("/push", insert_and_commit)
     return app
 

@@ -60,6 +60,6 @@ def plan_from_environment() -> Plan:
         rounds=int(_get("BENCH_ROUNDS")),
         rows=int(_get("BENCH_ROWS")),
         flood_seconds=int(_get("BENCH_FLOOD_SECONDS")),
-        results=Path(_get("BENCH_RESULTS")),
-        workdir=Path(_get("BENCH_WORKDIR")),
+        results=Path(_get("BENCH_RESULTS")).resolve(),
+        workdir=Path(_get("BENCH_WORKDIR")).resolve(),
     )

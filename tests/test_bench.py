@@ -1,0 +1,51 @@
+"""The benchmark's baselines do what their names say, and its wrk output is read correctly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import ceiling, naive
+from bench.wrk import parse
+from tests.conftest import SAMPLE_BYTES, rows
+
+
+def files_in(folder: Path) -> list[str]:
+    return [path.name for path in folder.iterdir()]
+
+
+async def test_ceiling_parses_and_answers_without_storing(aiohttp_client: Any, db_path: Path) -> None:
+    client = await aiohttp_client(ceiling.make_app(str(db_path)))
+    response = await client.post("/push", data=SAMPLE_BYTES)
+    assert (response.status, await response.read()) == (200, b"{}")
+    assert files_in(db_path.parent) == []
+
+
+async def test_naive_receiver_commits_each_push_and_counts_duplicates(aiohttp_client: Any, db_path: Path) -> None:
+    client = await aiohttp_client(naive.make_app(str(db_path)))
+    for _ in range(2):
+        response = await client.post("/push", data=SAMPLE_BYTES)
+        assert (response.status, await response.read()) == (200, b"{}")
+    assert [tuple(row) for row in rows(db_path, "SELECT call_id, deliveries FROM pushes")] == [
+        ("817377d194xxxxxxxxc8ad463bc81d996a", 2)
+    ]
+    bad = await client.post("/push", data=b"{")
+    assert bad.status == 400
+    assert (await bad.json())["error"] == "invalid_json"
+
+
+def test_wrk_figures_are_read_from_the_marker_line() -> None:
+    output = (
+        "Running 10s test @ http://127.0.0.1:1/push\n"
+        'BENCH-JSON {"requests":5000,"duration_us":10000000,"status_errors":3,"connect":0,"read":1,'
+        '"write":0,"timeout":2,"p50_us":1500,"p99_us":12000,"max_us":30000}\n'
+    )
+    load = parse(output)
+    assert load.rate == 500
+    assert load.acknowledged == 4997
+    assert load.socket_errors == 3
+    assert (load.p50_ms, load.p99_ms) == (1.5, 12.0)
+    with pytest.raises(RuntimeError, match="no BENCH-JSON line"):
+        parse("wrk crashed\n")
