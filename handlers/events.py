@@ -26,9 +26,10 @@ async def push_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
-    await response.prepare(request)
+    # Subscribed before the client sees the stream open, so a commit it catches up from cannot slip between.
     queue = hub.subscribe()
     try:
+        await response.prepare(request)
         # Tells EventSource to reconnect after 2 s, and gets the headers to the client at once.
         await response.write(b"retry: 2000\n: connected\n\n")
         while True:

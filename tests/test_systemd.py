@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import os
 import shutil
@@ -181,3 +182,32 @@ def test_abstract_socket_address_and_foreign_watchdog_pid() -> None:
     other = Notifier.from_environment({"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
     assert other.watchdog_seconds is None
     assert not Notifier.from_environment({}).enabled
+
+
+async def test_watchdog_pings_only_while_healthy() -> None:
+    name = f"airudder-watchdog-{os.getpid()}-{time.monotonic_ns()}"
+    healthy = [True]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.setblocking(False)
+        notifier = Notifier.from_environment({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "100000"})
+        task = asyncio.create_task(notifier.watchdog(lambda: healthy[0]))
+        try:
+            await asyncio.sleep(0.32)  # pings at 0, 0.05, 0.1, ... s
+            assert len(_drain(sock)) >= 4
+            healthy[0] = False  # e.g. the writer task died: systemd should restart us
+            await asyncio.sleep(0.06)
+            _drain(sock)  # a ping already on its way
+            await asyncio.sleep(0.3)
+            assert _drain(sock) == []
+        finally:
+            task.cancel()
+
+
+def _drain(sock: socket.socket) -> list[bytes]:
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(100))
+        except BlockingIOError:
+            return messages
