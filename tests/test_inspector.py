@@ -14,6 +14,7 @@ from tests.conftest import SAMPLE_BYTES, sample
 from tests.process import ROOT, post, running_server
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
+HOSTILE_NAME = "<img src=x onerror=window.injected=1>"
 # Debian's browser, never a downloaded one; the flags keep it from reaching for the network at start.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -55,6 +56,7 @@ def robot_and_person_lines(push: dict[str, object]) -> tuple[list[str], list[str
 def test_push_appears_live_and_opens_as_a_dialogue(tmp_path: Path, page: Page) -> None:
     earlier = sample(call_id="earlier-call", intention="A", asr_result=[])
     earlier["callee"]["callee_number"] = "+8613800000001"
+    earlier["callee"]["callee_name"] = HOSTILE_NAME
     with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--dev") as server:
         assert post(f"{server.url}/push", orjson.dumps(earlier))[0] == 200
         page.goto(f"{server.url}/")
@@ -94,6 +96,10 @@ def test_push_appears_live_and_opens_as_a_dialogue(tmp_path: Path, page: Page) -
         expect(rows.filter(visible=True)).to_have_count(1)
         expect(rows.filter(visible=True)).to_contain_text("+8613800000001")
         expect(page.locator("#summary")).to_have_text("1 of 2 calls match")
+        rows.filter(visible=True).click()
+        # Push contents are text on the page, never markup.
+        expect(detail.locator("h2")).to_have_text(HOSTILE_NAME)
+        assert page.evaluate("window.injected") is None
         assert server.stop() == 0
 
 
