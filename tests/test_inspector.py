@@ -15,6 +15,7 @@ from tests.process import ROOT, post, running_server
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 HOSTILE_NAME = "<img src=x onerror=window.injected=1>"
+PAGE_SIZE = 100  # the page's first load and each "Load older pushes"
 # Debian's browser, never a downloaded one; the flags keep it from reaching for the network at start.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -101,6 +102,20 @@ def test_push_appears_live_and_opens_as_a_dialogue(tmp_path: Path, page: Page) -
         expect(detail.locator("h2")).to_have_text(HOSTILE_NAME)
         assert page.evaluate("window.injected") is None
         assert server.stop() == 0
+
+
+def test_older_pushes_load_on_demand(tmp_path: Path, page: Page) -> None:
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--dev") as server:
+        for n in range(PAGE_SIZE + 1):
+            assert post(f"{server.url}/push", orjson.dumps(sample(call_id=f"older-{n}")))[0] == 200
+        page.goto(f"{server.url}/")
+        rows = page.locator("#pushes tbody tr")
+        expect(rows).to_have_count(PAGE_SIZE)
+        page.click("#older")
+        expect(rows).to_have_count(PAGE_SIZE + 1)
+        expect(page.locator("#older")).to_be_hidden()
+        # Newest on top, oldest at the bottom: the first push ever is the last row.
+        assert (rows.first.get_attribute("data-seq"), rows.last.get_attribute("data-seq")) == (str(PAGE_SIZE + 1), "1")
 
 
 def test_inspector_is_off_unless_asked_for(tmp_path: Path) -> None:
