@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import orjson
@@ -28,8 +29,10 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
         raise ApiError(413, "body_too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
+    # A body that has fully arrived (the usual push, one packet) cannot trickle: no deadline to set up.
+    deadline = contextlib.nullcontext() if request.content.is_eof() else asyncio.timeout(seconds)
     try:
-        async with asyncio.timeout(seconds):
+        async with deadline:
             async for chunk in request.content.iter_any():
                 size += len(chunk)
                 if size > limit:
