@@ -7,6 +7,7 @@ import dataclasses
 import socket
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ def sample(**call_overrides: Any) -> dict[str, Any]:
 
 def rows(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
     """Read the database the way an operator would: a separate connection to the file."""
-    with sqlite3.connect(db_path) as conn:
+    # closing(): a sqlite3 connection refers to itself through its statement cache, so without an
+    # explicit close its file stays open until the garbage collector runs.
+    with closing(sqlite3.connect(db_path)) as conn:
         conn.row_factory = sqlite3.Row
         return conn.execute(sql, params).fetchall()
 
