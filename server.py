@@ -11,6 +11,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -54,8 +55,9 @@ def writer_context(settings: Settings) -> Any:
 
     @asynccontextmanager
     async def run_writer(app: web.Application) -> AsyncIterator[None]:
+        connect = partial(open_writer, settings.db_path, settings.synchronous, settings.busy_timeout_ms)
         try:
-            conn = await open_writer(settings.db_path, settings.synchronous, settings.busy_timeout_ms)
+            conn = await connect()
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"cannot open the database {settings.db_path}: {exc}") from exc
         try:
@@ -65,7 +67,12 @@ def writer_context(settings: Settings) -> Any:
             raise StartupError(f"cannot prepare the database {settings.db_path}: {exc}") from exc
         if applied:
             log.info("database %s migrated: %s", settings.db_path, ", ".join(applied))
-        writer = Writer(conn, queue_max=settings.queue_max, max_batch=settings.max_batch)
+        writer = Writer(
+            conn,
+            queue_max=settings.queue_max,
+            max_batch=settings.max_batch,
+            reopen=connect,
+        )
         writer.add_listener(app[METRICS].on_commit)
         writer.add_listener(app[EVENTS].on_commit)
         if settings.dev:

@@ -4,14 +4,19 @@ Handlers call ``submit``; the writer task takes everything waiting (up to ``max_
 one ``BEGIN IMMEDIATE`` transaction with a few ``executemany`` calls, commits, and only then resolves
 each item's future. Every awaited aiosqlite call is a hop to its thread, so the number of calls per
 batch is fixed, whatever the batch size.
+
+A failed batch is answered as failed and the writer goes on; if the failure broke the connection itself,
+the writer opens a new one before the next batch. If the writer task ever ends without being closed,
+everything still queued is failed at once rather than left to time out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -65,6 +70,8 @@ _STOP = object()
 # Called after each commit with the batch's records, their outcomes and the seconds the write took.
 CommitListener = Callable[[Sequence[Record], Sequence[Outcome], float], None]
 
+Opener = Callable[[], Awaitable[aiosqlite.Connection]]
+
 
 @dataclass
 class WriterStats:
@@ -76,8 +83,11 @@ class WriterStats:
 
 
 class Writer:
-    def __init__(self, conn: aiosqlite.Connection, *, queue_max: int, max_batch: int) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, *, queue_max: int, max_batch: int, reopen: Opener | None = None
+    ) -> None:
         self._conn = conn
+        self._reopen = reopen
         self._queue_max = queue_max
         self._max_batch = max_batch
         # Unbounded underneath: the limit is enforced in submit(), so the stop marker always fits.
@@ -119,26 +129,34 @@ class Writer:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="airudder-receiver-writer")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not self._accepting:
+            return  # close() stopped it
+        reason = "it was cancelled" if task.cancelled() else repr(task.exception())
+        log.error("the writer stopped unexpectedly (%s); pushes are refused until a restart", reason)
+        self._fail_leftovers()
 
     async def close(self, drain_seconds: float) -> None:
         """Stop taking items, write everything already queued, then close the connection."""
         self._accepting = False
         self._queue.put_nowait(_STOP)
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), drain_seconds)
-            except TimeoutError:
-                log.error("writer did not drain within %.1fs; %d items left unwritten", drain_seconds, self.depth)
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+        # asyncio.wait, not wait_for: a writer task that already died must not make close() raise.
+        if self._task is not None and not (await asyncio.wait({self._task}, timeout=drain_seconds))[0]:
+            log.error("writer did not drain within %.1fs; %d items left unwritten", drain_seconds, self.depth)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         self._fail_leftovers()
         await self._conn.close()
 
     def _fail_leftovers(self) -> None:
+        leftovers = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
-            if isinstance(item, _Item) and item.future is not None and not item.future.done():
-                item.future.set_exception(WriterUnavailable("writer_unavailable"))
+            if isinstance(item, _Item):
+                leftovers.append(item)
+        self._fail(leftovers, WriterUnavailable("writer_unavailable"))
 
     # -- the writer task ------------------------------------------------------------------------
 
@@ -171,6 +189,7 @@ class Writer:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.error("batch of %d failed and was rolled back: %s", len(batch), self.stats.last_error)
             self._fail(batch, WriteFailed(self.stats.last_error))
+            await self._replace_broken_connection()
             return
         self.stats.batches += 1
         self.stats.last_batch_size = len(batch)
@@ -184,6 +203,22 @@ class Writer:
                 listener(records, outcomes, self.stats.last_commit_seconds)
             except Exception:  # a broken observer must not stop the writer
                 log.exception("commit listener %r failed", listener)
+
+    async def _replace_broken_connection(self) -> None:
+        """After a failed batch: keep the connection if it still answers, else open a new one."""
+        if self._reopen is None or await _answers(self._conn):
+            return
+        log.error("the database connection is broken; opening a new one")
+        try:
+            conn = await self._reopen()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("could not reopen the database (the next failed batch tries again): %s", exc)
+            return
+        broken, self._conn = self._conn, conn
+        try:
+            await broken.close()
+        except (ValueError, sqlite3.Error) as exc:
+            log.warning("closing the broken connection failed: %s", exc)
 
     @staticmethod
     def _fail(batch: Sequence[_Item], exc: Exception) -> None:
@@ -292,6 +327,14 @@ def _classify(
             outcomes.append(Outcome.NEW_VERSION)
             versions.append((p.received_at, p.body_hash, p.body, *p.key))
     return outcomes, new_rows, deliveries, versions
+
+
+async def _answers(conn: aiosqlite.Connection) -> bool:
+    try:
+        await conn.execute_fetchall("SELECT 1")
+    except (ValueError, sqlite3.Error):  # aiosqlite raises ValueError once the connection is closed
+        return False
+    return True
 
 
 async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
