@@ -56,6 +56,15 @@ class ServerProcess:
 
 def post(url: str, body: bytes, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    return send(request, timeout, tls)
+
+
+def get(url: str, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    return send(urllib.request.Request(url), timeout, tls)
+
+
+def send(request: urllib.request.Request, timeout: float, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    """Status and body, error statuses included."""
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
             return response.status, response.read()
