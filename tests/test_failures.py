@@ -41,34 +41,38 @@ def report(name: str, **figures: object) -> None:
     print(f"\n[{name}] " + ", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in figures.items()))
 
 
-async def test_kill_9_under_load_loses_no_acknowledged_push(tmp_path: Path) -> None:
+# A process crash loses no commit whatever ``synchronous`` says (the data is with the kernel); OFF is the
+# setting that syncs least, so it is the one worth checking besides the default.
+@pytest.mark.parametrize("synchronous", ["FULL", "OFF"])
+async def test_kill_9_under_load_loses_no_acknowledged_push(tmp_path: Path, synchronous: str) -> None:
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     db_path = tmp_path / "pushes.sqlite3"
+    config = tmp_path / "config.toml"
+    config.write_text(f'synchronous = "{synchronous}"\n')
     tally = Tally()
-    kills, cut_off = 6, 0
+    kills, cut_off, served = 5, 0, []
     started = time.monotonic()
     for kill in range(kills):
-        with running_server(tmp_path, db_path) as server:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
             async with background_load(f"{server.url}/push", tally, prefix=f"kill{kill}"):
                 await asyncio.sleep(rng.uniform(0.3, 1.2))
                 killed_at = time.monotonic()
                 exit_code = await asyncio.to_thread(server.stop, signal.SIGKILL)
             assert exit_code == -signal.SIGKILL
+            this_run = [a for a in tally.answers if a.call_id.startswith(f"kill{kill}-")]
+            served.append(sum(1 for a in this_run if a.status == 200))
             # Requests on the wire when the process died: their answers never came.
-            cut_off += sum(
-                1
-                for a in tally.answers
-                if a.call_id.startswith(f"kill{kill}-") and a.started < killed_at and not isinstance(a.status, int)
-            )
-    with running_server(tmp_path, db_path) as server:  # the file opens after the last kill
+            cut_off += sum(1 for a in this_run if a.started < killed_at and not isinstance(a.status, int))
+    with running_server(tmp_path, db_path, "--config", str(config)) as server:  # it opens after the last kill
         assert server.stop() == 0
     stored = stored_call_ids(db_path)
     lost = tally.acknowledged - stored
     report(
-        "kill -9",
+        f"kill -9, synchronous {synchronous}",
         seed=seed,
         kills=kills,
+        acknowledged_per_run=served,
         acknowledged=len(tally.acknowledged),
         stored=len(stored),
         lost=len(lost),
@@ -78,7 +82,7 @@ async def test_kill_9_under_load_loses_no_acknowledged_push(tmp_path: Path) -> N
         seconds=round(time.monotonic() - started, 1),
     )
     assert not lost, sorted(lost)[:10]
-    assert len(tally.acknowledged) >= 100 * kills, "the load was too thin to mean anything"
+    assert all(served), f"a server took no push before its kill: {served}"
     assert cut_off > 0, "no request was in flight at any kill"
     assert rows(db_path, "SELECT count(*) FROM pushes WHERE deliveries != 1")[0][0] == 0
     assert integrity(db_path) == "ok"
@@ -93,21 +97,26 @@ async def test_sigterm_under_load_exits_zero_within_10s_and_keeps_every_acknowle
             signalled_at = time.monotonic()
             exit_code = await asyncio.to_thread(server.stop, signal.SIGTERM, 10.0)
             exit_seconds = time.monotonic() - signalled_at
+    in_flight = sum(1 for a in tally.answers if a.started < signalled_at < a.started + a.seconds)
     stored = stored_call_ids(db_path)
     lost = tally.acknowledged - stored
     report(
         "SIGTERM",
         exit_code=exit_code,
         exit_seconds=round(exit_seconds, 2),
+        in_flight_at_signal=in_flight,
         acknowledged=len(tally.acknowledged),
         stored=len(stored),
         lost=len(lost),
+        stored_unanswered=len(stored - tally.acknowledged),
         answers=tally.kinds,
     )
     assert exit_code == 0
     assert exit_seconds < 10
     assert not lost, sorted(lost)[:10]
-    assert len(tally.acknowledged) >= 100
+    # A request the server took in was answered before the exit: the dropped ones were never read.
+    assert stored == tally.acknowledged
+    assert in_flight > 0, "no request was in flight at the signal"
     assert "writer drained and database closed" in server.log()
 
 
