@@ -84,7 +84,7 @@ class Settings:
         _require(self.log_format in LOG_FORMATS, f"log_format must be one of {formats}, not {self.log_format!r}")
         _require(
             not self.dev or self.host in LOOPBACK_HOSTS,
-            f"dev mode listens on 127.0.0.1 only, so host {self.host!r} is not allowed with it",
+            f"dev mode listens on loopback only (127.0.0.1, ::1, localhost), not on host {self.host!r}",
         )
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
         parse_networks("allow_ips", self.allow_ips)

@@ -7,6 +7,7 @@ Like the sender: one POST with a 10 s timeout; anything but a 2xx answer is retr
 from __future__ import annotations
 
 import argparse
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -47,7 +48,21 @@ def default_url(settings: Settings) -> str:
     if ":" in host:
         host = f"[{host}]"
     path = f"{settings.push_path}/{settings.push_token}" if settings.push_token else settings.push_path
-    return f"http://{host}:{settings.port}{path}"
+    scheme = "https" if settings.tls_cert else "http"
+    return f"{scheme}://{host}:{settings.port}{path}"
+
+
+def trust_own_certificate(settings: Settings) -> ssl.SSLContext:
+    """Trust exactly the certificate this server is configured with, for a post to this machine.
+
+    The address posted to is loopback, not the name the certificate was issued for, so the name is not
+    checked; the trust comes from the certificate being the configured one (itself a trust anchor even
+    when a CA issued it).
+    """
+    context = ssl.create_default_context(cafile=settings.tls_cert)
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
 
 
 def with_fresh_call_id(body: bytes) -> bytes:
@@ -58,11 +73,11 @@ def with_fresh_call_id(body: bytes) -> bytes:
     return orjson.dumps(push)
 
 
-def post_once(url: str, body: bytes, timeout: float) -> tuple[int | None, str]:
+def post_once(url: str, body: bytes, timeout: float, tls: ssl.SSLContext | None) -> tuple[int | None, str]:
     """The status (None when there was no answer) and a short description of what happened."""
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
             return response.status, response.read(500).decode(errors="replace")
     except urllib.error.HTTPError as exc:
         retry_after = exc.headers.get("Retry-After")
@@ -86,13 +101,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"send-sample: cannot prepare the push: {exc}")
         return 2
     url = args.url or default_url(settings)
+    try:
+        tls = trust_own_certificate(settings) if settings.tls_cert and not args.url else None
+    except (OSError, ssl.SSLError) as exc:
+        print(f"send-sample: cannot load tls_cert {settings.tls_cert}: {exc}")
+        return 2
     # The push token is a secret: it is used, never shown.
     shown = url.replace(settings.push_token, "***") if settings.push_token else url
     attempts = args.retries + 1
     print(f"posting {len(body)} bytes ({args.file or 'the vendor sample'}) to {shown}")
     for attempt in range(1, attempts + 1):
         started = time.perf_counter()
-        status, text = post_once(url, body, SENDER_TIMEOUT)
+        status, text = post_once(url, body, SENDER_TIMEOUT, tls)
         took = (time.perf_counter() - started) * 1000
         outcome = f"HTTP {status}" if status is not None else "failed"
         print(f"attempt {attempt}/{attempts}: {outcome} after {took:.0f} ms: {text}")

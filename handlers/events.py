@@ -14,6 +14,7 @@ from aiohttp import web
 
 from event_hub import END
 from handlers.access import read_access
+from handlers.api import query_params
 from handlers.keys import EVENTS
 
 # A comment line this often keeps proxies from closing an idle stream and finds clients that left.
@@ -22,6 +23,7 @@ HEARTBEAT_SECONDS = 15.0
 
 @read_access
 async def push_events(request: web.Request) -> web.StreamResponse:
+    query_params(request, ())
     hub = request.app[EVENTS]
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}

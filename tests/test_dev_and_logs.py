@@ -38,7 +38,7 @@ def test_dev_prints_one_readable_line_per_push(tmp_path: Path) -> None:
 def test_dev_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
     result = run_server_to_exit(tmp_path, "serve", "--dev", "--host", "0.0.0.0", "--port", str(free_port()))
     assert result.returncode == 2
-    assert "dev mode listens on 127.0.0.1 only" in result.stderr
+    assert "dev mode listens on loopback only" in result.stderr
 
 
 def test_logs_are_json_lines_under_systemd(tmp_path: Path) -> None:

@@ -61,6 +61,13 @@ async def test_stream_follows_the_read_access_rule(make_client: ClientFactory) -
     stream.close()
 
 
+async def test_stream_takes_no_parameters(make_client: ClientFactory) -> None:
+    client = await make_client()
+    answer = await client.get("/api/events?after=5")
+    assert answer.status == 400
+    assert (await answer.json())["error"] == "invalid_parameter"
+
+
 async def test_a_client_that_falls_behind_is_cut_off() -> None:
     hub = EventHub()
     slow = hub.subscribe()

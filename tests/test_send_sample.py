@@ -105,6 +105,7 @@ def test_file_option_and_bad_files(tmp_path: Path) -> None:
         (Settings(), "http://127.0.0.1:8080/push"),
         (Settings(host="0.0.0.0", port=9000, push_token="s3cret"), "http://127.0.0.1:9000/push/s3cret"),
         (Settings(host="::", push_path="/in"), "http://[::1]:8080/in"),
+        (Settings(tls_cert="c.pem", tls_key="k.pem"), "https://127.0.0.1:8080/push"),
     ],
 )
 def test_default_url_follows_the_configuration(settings: Settings, url: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import SAMPLE_BYTES, rows
 from tests.process import post, run_server_to_exit, running_server
 from tests.rawhttp import exchange, request_bytes
+from tests.test_send_sample import send_sample
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,14 @@ def test_https_is_served_with_the_configured_certificate(tmp_path: Path, certifi
             exchange(server.url, (request_bytes("GET", "/healthz"),), tls=ssl.create_default_context())
         with pytest.raises(ConnectionError):  # plain HTTP on the TLS port gets no answer
             exchange(server.url.replace("https", "http"), (request_bytes("GET", "/healthz"),), timeout=5)
+        # send-sample without --url posts over HTTPS to this configuration, trusting its certificate.
+        own = tmp_path / "own.toml"
+        own.write_text(f'tls_cert = "{cert}"\ntls_key = "{key}"\nport = {server.port}\n')
+        sent = send_sample(tmp_path, "--config", str(own), "--fresh-call-id", "--retries", "0")
+        assert sent.returncode == 0, sent.stdout
+        assert f"to https://127.0.0.1:{server.port}/push" in sent.stdout
         assert server.stop() == 0
-    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 2
     assert f"listening on https://127.0.0.1:{server.port}/push" in server.log()
 
 
