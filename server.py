@@ -19,6 +19,7 @@ from aiohttp import web
 import logs
 from commands import COMMANDS
 from event_hub import EventHub
+from exits import fail
 from handlers import api, inspector, openapi
 from handlers.errors import errors_and_access_log
 from handlers.events import push_events
@@ -225,8 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load(args.config, overrides)
     except ConfigError as exc:
-        print(f"airudder-receiver: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     if args.command != "serve":
         command = next(c for c in COMMANDS if args.command == c.NAME)
         return int(command.run(args, settings))
@@ -235,11 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:
-        print(f"airudder-receiver: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except OSError as exc:
-        print(f"airudder-receiver: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"cannot listen on {settings.host}:{settings.port}: {exc}")
     return 0
 
 

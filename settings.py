@@ -10,13 +10,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from addresses import LOOPBACK_HOSTS
+
 PUSH_TOKEN_ENV = "AIRUDDER_RECEIVER_PUSH_TOKEN"
 API_TOKEN_ENV = "AIRUDDER_RECEIVER_API_TOKEN"
 
 ACK_MODES = ("committed", "queued")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 LOG_FORMATS = ("auto", "text", "json")
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from settings import Settings
@@ -17,8 +16,3 @@ def existing_database(settings: Settings) -> str:
     if not Path(settings.db_path).is_file():
         raise NoDatabase(f"there is no database at {settings.db_path} (set --db or db_path)")
     return settings.db_path
-
-
-def fail(message: str) -> int:
-    print(f"airudder-receiver: {message}", file=sys.stderr)
-    return 2

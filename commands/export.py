@@ -12,7 +12,8 @@ from typing import IO, Any
 
 import orjson
 
-from commands.database import NoDatabase, existing_database, fail
+from commands.database import NoDatabase, existing_database
+from exits import fail
 from settings import Settings
 from storage.connection import open_reader
 from storage.filters import EXACT_FILTERS, TIME_FILTERS, FilterError, parse_push_filter

@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import aiosqlite
 
-from commands.database import NoDatabase, existing_database, fail
+from commands.database import NoDatabase, existing_database
+from exits import fail
 from settings import Settings
 from storage.connection import open_writer
 from storage.migrations import migrate

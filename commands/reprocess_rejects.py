@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from commands.database import NoDatabase, existing_database, fail
+from commands.database import NoDatabase, existing_database
+from exits import fail
 from handlers.errors import ApiError
 from handlers.payload import decode, to_record
 from settings import Settings

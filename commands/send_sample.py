@@ -17,6 +17,8 @@ from pathlib import Path
 
 import orjson
 
+from addresses import WILDCARD_TO_LOOPBACK
+from exits import fail
 from settings import Settings
 
 NAME = "send-sample"
@@ -25,7 +27,6 @@ HELP = "post the vendor's sample push (or --file) like AIRudder's sender, with i
 SENDER_TIMEOUT = 10.0
 SENDER_RETRIES = 5
 SENDER_INTERVAL = 60.0
-_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 def vendor_sample() -> bytes:
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_url(settings: Settings) -> str:
-    host = _WILDCARD_HOSTS.get(settings.host, settings.host)
+    host = WILDCARD_TO_LOOPBACK.get(settings.host, settings.host)
     if ":" in host:
         host = f"[{host}]"
     path = f"{settings.push_path}/{settings.push_token}" if settings.push_token else settings.push_path
@@ -91,15 +92,13 @@ def post_once(url: str, body: bytes, timeout: float, tls: ssl.SSLContext | None)
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.retries < 0 or args.interval < 0:
-        print("send-sample: --retries and --interval must not be negative")
-        return 2
+        return fail("send-sample: --retries and --interval must not be negative")
     try:
         body = args.file.read_bytes() if args.file else vendor_sample()
         if args.fresh_call_id:
             body = with_fresh_call_id(body)
     except (OSError, ValueError) as exc:
-        print(f"send-sample: cannot prepare the push: {exc}")
-        return 2
+        return fail(f"send-sample: cannot prepare the push: {exc}")
     url = args.url or default_url(settings)
     try:
         tls = trust_own_certificate(settings) if settings.tls_cert and not args.url else None

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from commands.database import NoDatabase, existing_database, fail
+from commands.database import NoDatabase, existing_database
+from exits import fail
 from settings import Settings
 from storage import queries
 from storage.connection import open_reader

@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import functools
 import hmac
-import ipaddress
 
 from aiohttp import web
 
+from addresses import is_loopback
 from handlers.errors import ApiError, Handler
 from handlers.keys import SETTINGS
 
 PROXY_HEADERS = ("Forwarded", "X-Forwarded-For")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="airudder-receiver"'}
-
-
-def is_loopback(address: str | None) -> bool:
-    if not address:
-        return False
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
-    return ip.is_loopback
 
 
 def bearer_token(request: web.Request) -> str | None:

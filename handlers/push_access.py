@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from addresses import IPAddress, parse_address
 from settings import IPNetwork, Settings, parse_networks
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def parse_address(text: str) -> IPAddress | None:
-    """An address as a peer or a proxy writes it: ``1.2.3.4``, ``1.2.3.4:5678``, ``2001:db8::1``,
-    ``[2001:db8::1]:5678``. IPv4 addresses mapped into IPv6 count as IPv4."""
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def _within(address: IPAddress | None, networks: tuple[IPNetwork, ...]) -> bool:

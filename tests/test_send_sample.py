@@ -91,12 +91,12 @@ def test_retries_a_503_until_the_database_frees_up(
 def test_file_option_and_bad_files(tmp_path: Path) -> None:
     missing = send_sample(tmp_path, "--file", str(tmp_path / "nope.json"), "--url", "http://127.0.0.1:9/push")
     assert missing.returncode == 2
-    assert "cannot prepare the push" in missing.stdout
+    assert "cannot prepare the push" in missing.stderr
     not_a_push = tmp_path / "list.json"
     not_a_push.write_text("[1, 2]")
     result = send_sample(tmp_path, "--file", str(not_a_push), "--fresh-call-id", "--url", "http://127.0.0.1:9/push")
     assert result.returncode == 2
-    assert "no call object" in result.stdout
+    assert "no call object" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,14 @@
+"""How every command line stops on a problem: one sentence on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+
+PROGRAM = "airudder-receiver"
+FAILED = 2
+
+
+def fail(message: str) -> int:
+    """Print ``message`` for the operator and return the exit status to end with."""
+    print(f"{PROGRAM}: {message}", file=sys.stderr)
+    return FAILED
