@@ -14,7 +14,7 @@ from bench.machine import describe, load_average
 from bench.options import FEED_CONNECTIONS, FEED_LIMIT, Plan, plan_from_environment
 from bench.prefill import prefill
 from bench.report import Growth, Measurement, render
-from bench.servers import COMMITTED, SIDE_BY_SIDE, Run, Server, last_seq, measure
+from bench.servers import COMMITTED, SIDE_BY_SIDE, Run, Server, last_seq, measure, remove_database
 from bench.wrk import feed_arguments, push_arguments
 from tests.conftest import SAMPLE_BYTES
 
@@ -26,11 +26,6 @@ def write_template(workdir: Path) -> Path:
     template = workdir / "push-template.json"
     template.write_bytes(orjson.dumps(push))
     return template
-
-
-def _remove(db_path: Path) -> None:
-    for path in db_path.parent.glob(db_path.name + "*"):
-        path.unlink()
 
 
 def _report(tag: str, run: Run) -> Run:
@@ -62,9 +57,9 @@ def side_by_side(plan: Plan, template: Path) -> dict[str, list[Run]]:
         print(f"round {number + 1} of {plan.rounds}: {' '.join(s.label for s in order)}", flush=True)
         for server in order:
             db_path = plan.workdir / f"{server.label}.sqlite3"
-            _remove(db_path)
+            remove_database(db_path)
             runs[server.label].append(_once(plan, server, db_path, template, f"r{number}{server.label}"))
-            _remove(db_path)
+            remove_database(db_path)
     return runs
 
 
@@ -83,20 +78,20 @@ def growth(plan: Plan, template: Path) -> Growth:
                 grown_runs.append(_once(plan, COMMITTED, grown, template, f"g{number}grown"))
             else:
                 empty = plan.workdir / "empty.sqlite3"
-                _remove(empty)
+                remove_database(empty)
                 empty_runs.append(_once(plan, COMMITTED, empty, template, f"g{number}empty"))
-                _remove(empty)
+                remove_database(empty)
     feed_run = feed(plan, grown)
-    _remove(grown)
+    remove_database(grown)
     return Growth(empty=empty_runs, grown=grown_runs, rows_before=rows_before, feed=feed_run)
 
 
 def flood(plan: Plan, template: Path) -> Run:
     db_path = plan.workdir / "flood.sqlite3"
-    _remove(db_path)
+    remove_database(db_path)
     print(f"flood: {plan.flood_seconds}s", flush=True)
     run = _once(plan, COMMITTED, db_path, template, "flood", seconds=plan.flood_seconds)
-    _remove(db_path)
+    remove_database(db_path)
     return run
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.direct import INSERT_PUSH, connect, create_schema, push_row
+from bench.servers import remove_database
 from handlers.payload import decode, to_record
 
 CALL_ID, RECEIVED_AT, BODY_HASH, BODY = 2, (14, 15), 17, 18
@@ -34,8 +35,7 @@ def _rows(template: str, count: int) -> Iterator[tuple[object, ...]]:
 
 def prefill(db_path: Path, template: str, count: int) -> None:
     """A new file at ``db_path`` with the receiver's schema and ``count`` stored pushes."""
-    for stale in db_path.parent.glob(db_path.name + "*"):
-        stale.unlink()
+    remove_database(db_path)
     asyncio.run(create_schema(str(db_path), "OFF"))
     conn = connect(str(db_path), "OFF")
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.__main__ import write_template
 from bench.options import ROOT as BENCH
-from bench.servers import COMMITTED
+from bench.servers import COMMITTED, remove_database
 from bench.wrk import drive, push_arguments
 from tests.process import ROOT, running_server
 
@@ -46,8 +46,7 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     template = write_template(workdir)
     db_path = workdir / "profile.sqlite3"
-    for stale in workdir.glob("profile.sqlite3*"):
-        stale.unlink()
+    remove_database(db_path)
     collapsed = workdir / "profile.txt"
     with running_server(workdir, db_path, *COMMITTED.arguments(workdir)) as server:
         load = threading.Thread(
@@ -63,6 +62,7 @@ def main() -> int:
         record = [py_spy, "record", "--pid", str(server.proc.pid), "--duration", str(max(1, seconds - 3))]
         subprocess.run([*record, "--format", "raw", "--output", str(collapsed)], check=True, timeout=seconds + 30)
         load.join(timeout=seconds + 60)
+    remove_database(db_path)
     own, inclusive, total = top_functions(collapsed)
     print(f"{total} samples of {ROOT / 'server.py'} under wrk; stacks in {collapsed}")
     for title, counts in (("own time", own), ("including callees", inclusive)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,9 +41,13 @@ def _row(name: str, runs: Sequence[Run]) -> str:
     acknowledged = sum(run.load.acknowledged for run in runs)
     stored = [run.stored for run in runs]
     kept = "-" if None in stored else f"{sum(s for s in stored if s is not None)} / {acknowledged}"
+    refusals = sum((run.refusals for run in runs), Counter[str]())
+    non_2xx = f"{sum(r.load.non_2xx for r in runs)}"
+    if refusals:
+        non_2xx += " (" + ", ".join(f"{code} {count}" for code, count in refusals.most_common()) + ")"
     return (
         f"| {name} | {_rate(runs):,.0f} | {statistics.median(r.load.p50_ms for r in runs):.2f} "
-        f"| {statistics.median(r.load.p99_ms for r in runs):.2f} | {sum(r.load.non_2xx for r in runs)} "
+        f"| {statistics.median(r.load.p99_ms for r in runs):.2f} | {non_2xx} "
         f"| {sum(r.load.socket_errors for r in runs)} | {max(r.peak_rss_mb for r in runs):.0f} | {kept} "
         f"| {', '.join(str(r.exit_code) for r in runs)} |"
     )
@@ -72,8 +77,9 @@ def render(m: Measurement) -> str:
         f"- Load average (1, 5, 15 min) before: {m.load_before}; after: {m.load_after}",
         "",
         "Figures are medians over the rounds (non-2xx, socket errors and stored pushes are totals, RSS the",
-        'largest). "Stored" counts deliveries in the file after the server stopped; "exit" is each run\'s',
-        "exit code after SIGTERM.",
+        "largest). Non-2xx are as wrk counted them, with the receiver's error codes from its log in brackets.",
+        '"Stored" counts deliveries in the file after the server stopped (it may exceed what wrk saw',
+        'acknowledged: wrk stops with requests in flight); "exit" is each run\'s exit code after SIGTERM.',
         "",
         "## Side by side",
         "",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from bench.wrk import Load, drive
 from tests.process import ROOT, running_server
@@ -17,7 +21,7 @@ class Server:
     label: str
     title: str
     module: str | None = None  # a baseline module under bench/; None runs the receiver, server.py
-    settings: dict[str, str] = field(default_factory=dict)  # receiver settings, written as its config file
+    settings: dict[str, str | int] = field(default_factory=dict)  # receiver settings, written as its config file
 
     @property
     def stores(self) -> bool:
@@ -32,7 +36,10 @@ class Server:
         if self.module is not None:
             return ()
         config = workdir / f"{self.label}.toml"
-        config.write_text("".join(f'{key} = "{value}"\n' for key, value in self.settings.items()))
+        # Text log lines whatever the environment, so that the refusals can be counted from them.
+        settings: dict[str, str | int] = {"log_format": "text", **self.settings}
+        # A JSON string or number is written the same way in TOML.
+        config.write_text("".join(f"{key} = {orjson.dumps(value).decode()}\n" for key, value in settings.items()))
         return ("--config", str(config))
 
 
@@ -59,6 +66,7 @@ class Run:
     peak_rss_mb: float
     exit_code: int
     stored: int | None  # deliveries counted in the file after the server stopped; None for the ceiling
+    refusals: Counter[str]  # error codes in the receiver's log lines (the baselines log nothing)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -67,6 +75,16 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+# The receiver's text log line for a refused request carries "error=<code>".
+_ERROR_FIELD = re.compile(r"\berror=(\w+)")
+
+
+def remove_database(db_path: Path) -> None:
+    """The file and its -wal and -shm companions."""
+    for path in db_path.parent.glob(db_path.name + "*"):
+        path.unlink()
 
 
 def last_seq(db_path: Path) -> int:
@@ -100,5 +118,6 @@ def measure(
         )
         rss = peak_rss_mb(process.proc.pid)
         exit_code = process.stop()
+        refusals = Counter(_ERROR_FIELD.findall(process.log()))
     stored = deliveries_since(db_path, seq_before) if count else None
-    return Run(server, load, rss, exit_code, stored)
+    return Run(server, load, rss, exit_code, stored, refusals)
