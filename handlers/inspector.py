@@ -1,7 +1,10 @@
 """The inspector page on ``/``: plain HTML, CSS and JavaScript that read through /api and /api/events.
 
-Served only when the inspector is on (``inspector = true`` or ``--dev``), and under the same read rule as
-/api: the page holds no data of its own, but there is no reason to show it to clients that cannot read.
+Served only when the inspector is on (``inspector = true`` or ``--dev``). The three files are a shell
+with no data in them: the data comes from /api under the read rule, with the API token the page asks for.
+A browser cannot put a bearer token on the request that opens a page, so the shell is given to every
+client on loopback (this machine, an ``ssh -L`` tunnel, a proxy on this machine) without one; a client
+elsewhere gets it only by passing the read rule itself, so the page is not shown to the whole network.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from handlers.access import read_access
+from addresses import is_loopback
+from handlers.access import check_read_access
 
 ASSETS = Path(__file__).parent / "inspector_assets"
 _CONTENT_TYPES = {"index.html": "text/html", "inspector.css": "text/css", "inspector.js": "text/javascript"}
@@ -31,13 +35,19 @@ def _asset(name: str) -> web.Response:
     )
 
 
-@read_access
+def check_shell_access(request: web.Request) -> None:
+    """Loopback peers get the shell as it is; others must pass the read rule (see the module docstring)."""
+    if not is_loopback(request.remote):
+        check_read_access(request)
+
+
 async def page(request: web.Request) -> web.Response:
+    check_shell_access(request)
     return _asset("index.html")
 
 
-@read_access
 async def asset(request: web.Request) -> web.Response:
+    check_shell_access(request)
     name = request.match_info["name"]
     if name not in _FILES or name == "index.html":
         raise web.HTTPNotFound()

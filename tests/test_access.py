@@ -117,3 +117,25 @@ async def test_a_client_off_loopback_needs_the_token(aiohttp_client: Any, settin
     )
     assert (await guarded.get("/api/pushes")).status == 401
     assert (await guarded.get("/api/pushes", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
+
+
+async def test_loopback_gets_the_shell_but_not_the_data_without_the_token(make_client: ClientFactory) -> None:
+    client = await make_client(inspector=True, api_token=TOKEN)
+    page = await client.get("/")
+    assert page.status == 200
+    assert "<title>AIRudder pushes" in await page.text()
+    assert (await client.get("/inspector/inspector.js")).status == 200
+    assert (await client.get("/inspector/nope.js")).status == 404
+    assert (await client.get("/api/pushes")).status == 401
+    assert (await client.get("/api/events")).status == 401
+
+
+async def test_off_loopback_the_shell_needs_the_token(aiohttp_client: Any, settings: Settings) -> None:
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address besides loopback to connect from")
+    app = create_app(Settings(db_path=settings.db_path, inspector=True, api_token=TOKEN))
+    client = await aiohttp_client(app, server_kwargs={"host": address})
+    for path in ("/", "/inspector/inspector.js"):
+        assert (await client.get(path)).status == 401
+        assert (await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})).status == 200

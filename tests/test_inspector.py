@@ -11,7 +11,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import SAMPLE_BYTES, sample
-from tests.process import ROOT, post, running_server
+from tests.process import ROOT, get, post, running_server
+from tests.test_access import TOKEN
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 HOSTILE_NAME = "<img src=x onerror=window.injected=1>"
@@ -120,29 +121,43 @@ def test_older_pushes_load_on_demand(tmp_path: Path, page: Page) -> None:
 
 def test_inspector_is_off_unless_asked_for(tmp_path: Path) -> None:
     with running_server(tmp_path, tmp_path / "pushes.sqlite3") as server:
-        status, body = _get(f"{server.url}/")
+        status, body = get(f"{server.url}/")
         assert status == 404
         assert orjson.loads(body)["error"] == "not_found"
 
 
-def test_inspector_follows_the_read_rule(tmp_path: Path) -> None:
+def test_with_an_api_token_the_page_asks_for_it_then_shows_pushes_live(tmp_path: Path, page: Page) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('inspector = true\napi_token = "read-secret-0123456789"\n')
+    config.write_text(f'inspector = true\napi_token = "{TOKEN}"\n')
     with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--config", str(config)) as server:
-        assert _get(f"{server.url}/")[0] == 401
-        assert _get(f"{server.url}/inspector/inspector.js")[0] == 401
-        status, body = _get(f"{server.url}/", {"Authorization": "Bearer read-secret-0123456789"})
-        assert status == 200
-        assert b"<title>AIRudder pushes" in body
-        assert _get(f"{server.url}/inspector/nope.js", {"Authorization": "Bearer read-secret-0123456789"})[0] == 404
+        assert post(f"{server.url}/push", orjson.dumps(sample(call_id="before-login")))[0] == 200
+        page.goto(f"{server.url}/")
+        expect(page.locator("#login-reason")).to_have_text("send Authorization: Bearer <api_token>")
+        expect(page.locator("#pushes")).to_be_hidden()
+        expect(page.locator("#live")).to_have_text("token needed")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "inspector-token-prompt.png"))
+        page.fill("#token", "not-the-token")
+        page.click("#login button")
+        expect(page.locator("#login-reason")).to_have_text("the bearer token is not the api_token")
 
+        page.fill("#token", TOKEN)
+        page.click("#login button")
+        rows = page.locator("#pushes tbody tr")
+        expect(rows).to_have_count(1)
+        expect(page.locator("#live")).to_have_text("live")  # the event stream, read with the token
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_contain_text("+861xxxxxxxx5721")
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        expect(rows.first.locator(".deliveries")).to_have_text("2")
+        rows.first.click()
+        expect(page.locator("#detail-pane h2")).to_have_text("WILL SMITH")
+        page.screenshot(path=str(ARTIFACTS / "inspector-token.png"))
 
-def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        page.reload()  # the token stays with the tab
+        expect(rows).to_have_count(2)
+        expect(page.locator("#login")).to_be_hidden()
+        expect(page.locator("#live")).to_have_text("live")
+        assert server.stop() == 0
+    assert TOKEN not in server.log()

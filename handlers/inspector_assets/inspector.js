@@ -1,13 +1,18 @@
 // The inspector: the latest pushes from /api/pushes, kept current by /api/events, one call at a time in detail.
 // Every value from a push is put on the page as text (never as HTML): push bodies come from outside.
+// When the server answers 401, the page asks for the API token, keeps it for this tab in sessionStorage and
+// sends it as "Authorization: Bearer" on every request, the event stream included.
 "use strict";
 
 const PAGE = 100;
+const TOKEN_KEY = "airudder-receiver.api-token";
 const rows = new Map(); // "workflow/node/call" -> {item, tr}
 let newestSeq = 0;
 let oldestSeq = null;
 let selectedKey = null;
 let catchingUp = null;
+let catchUpAgain = false;
+let retryMs = 2000; // until the stream's own "retry:" says otherwise
 
 const $ = (id) => document.getElementById(id);
 
@@ -27,10 +32,23 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-async function getJson(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+class Unauthorized extends Error {}
+
+async function request(path, accept) {
+  const headers = { Accept: accept };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, { headers, cache: "no-store" });
+  if (response.status === 401) {
+    const answer = await response.json().catch(() => ({}));
+    throw new Unauthorized(answer.detail || "the server wants the API token");
+  }
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
-  return response.json();
+  return response;
+}
+
+async function getJson(path) {
+  return (await request(path, "application/json")).json();
 }
 
 // -- the list ---------------------------------------------------------------------------------
@@ -121,15 +139,22 @@ async function loadOlder() {
 }
 
 // Pushes committed since the newest one shown; after a reconnection this is how nothing is missed.
+// A call while a catch-up runs makes it go round once more: its page may have been read before that commit.
 async function catchUp() {
-  if (catchingUp) return catchingUp;
+  if (catchingUp) {
+    catchUpAgain = true;
+    return catchingUp;
+  }
   catchingUp = (async () => {
     try {
-      for (;;) {
-        const page = await getJson(`/api/pushes?after=${newestSeq}&limit=1000`);
-        for (const item of page.items) putRow(item, "top", "new");
-        if (page.items.length < 1000) break;
-      }
+      do {
+        catchUpAgain = false;
+        for (;;) {
+          const page = await getJson(`/api/pushes?after=${newestSeq}&limit=1000`);
+          for (const item of page.items) putRow(item, "top", "new");
+          if (page.items.length < 1000) break;
+        }
+      } while (catchUpAgain);
       applyFilter();
     } finally {
       catchingUp = null;
@@ -154,24 +179,85 @@ function setLive(state, text) {
   pill.textContent = text;
 }
 
-function listen() {
-  const events = new EventSource("/api/events");
-  events.addEventListener("open", () => {
-    setLive("live", "live");
-    catchUp().catch(report);
-  });
-  events.addEventListener("error", () => setLive("waiting", "reconnecting…"));
-  events.addEventListener("pushes", (event) => {
-    const pushes = JSON.parse(event.data);
-    if (pushes.some((push) => push.outcome === "new")) catchUp().catch(report);
-    for (const push of pushes) {
-      if (push.outcome !== "new") refresh(keyOf(push), "duplicate").catch(report);
+function onPushes(pushes) {
+  if (pushes.some((push) => push.outcome === "new")) catchUp().catch(report);
+  for (const push of pushes) {
+    if (push.outcome !== "new") refresh(keyOf(push), "duplicate").catch(report);
+  }
+}
+
+// One server-sent event frame (the lines before a blank line): its event name and data lines.
+function dispatch(frame) {
+  let name = "message";
+  const data = [];
+  for (const line of frame.split("\n")) {
+    if (line.startsWith(":")) continue; // a comment: the server's keep-alive
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (field === "event") name = value;
+    else if (field === "data") data.push(value);
+    else if (field === "retry" && /^\d+$/.test(value)) retryMs = Number(value);
+  }
+  if (name === "pushes" && data.length) onPushes(JSON.parse(data.join("\n")));
+}
+
+// EventSource cannot send an Authorization header, so the stream is read through fetch and split here.
+async function readStream() {
+  const response = await request("/api/events", "text/event-stream");
+  setLive("live", "live");
+  catchUp().catch(report); // whatever was committed while the stream was down
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffered = (buffered + value).replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffered.indexOf("\n\n")) >= 0) {
+      dispatch(buffered.slice(0, end));
+      buffered = buffered.slice(end + 2);
     }
-  });
+  }
+}
+
+async function listen() {
+  for (;;) {
+    try {
+      await readStream();
+    } catch (error) {
+      if (error instanceof Unauthorized) throw error;
+    }
+    setLive("waiting", "reconnecting…");
+    await new Promise((resolve) => setTimeout(resolve, retryMs));
+  }
 }
 
 function report(error) {
-  setLive("broken", String(error.message || error));
+  if (error instanceof Unauthorized) askForToken(error.message);
+  else setLive("broken", String(error.message || error));
+}
+
+// -- the API token --------------------------------------------------------------------------------
+
+function askForToken(reason) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("login-reason").textContent = reason;
+  $("workspace").hidden = true;
+  $("login").hidden = false;
+  setLive("waiting", "token needed");
+  $("token").focus();
+}
+
+function useToken(event) {
+  event.preventDefault();
+  const token = $("token").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token").value = "";
+  $("login").hidden = true;
+  $("workspace").hidden = false;
+  start();
 }
 
 // -- the detail ---------------------------------------------------------------------------------
@@ -276,6 +362,12 @@ function showDetail(push) {
 
 // -- start ----------------------------------------------------------------------------------------
 
+function start() {
+  setLive("waiting", "connecting…");
+  loadLatest().then(listen).catch(report);
+}
+
 $("filter").addEventListener("input", applyFilter);
 $("older").addEventListener("click", () => loadOlder().catch(report));
-loadLatest().then(listen).catch(report);
+$("login").addEventListener("submit", useToken);
+start();
