@@ -20,6 +20,7 @@ class EventHub:
 
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[bytes]] = set()
+        self._closed = False
 
     @property
     def listeners(self) -> int:
@@ -27,7 +28,10 @@ class EventHub:
 
     def subscribe(self) -> asyncio.Queue[bytes]:
         queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._queues.add(queue)
+        if self._closed:
+            queue.put_nowait(END)  # opened during shutdown: ends at once instead of holding the exit up
+        else:
+            self._queues.add(queue)
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[bytes]) -> None:
@@ -63,6 +67,7 @@ class EventHub:
         queue.put_nowait(END)
 
     def close(self) -> None:
-        """End every stream, so that shutdown does not wait for idle clients."""
+        """End every stream, and any opened later, so that shutdown does not wait for idle clients."""
+        self._closed = True
         for queue in list(self._queues):
             self._end(queue)

@@ -13,6 +13,21 @@ import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+# Control characters (C0, DEL, C1) and the Unicode line separators: each could start what reads as a
+# new log line, or move a terminal's cursor. Clients choose paths and push fields, so none reach the log raw.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: control characters written as escapes such as ``\\n`` and ``\\x1b``."""
+    return _UNSAFE.sub(_escape_one, text)
+
 
 class _Masking(logging.Formatter):
     """Masks the path segment after the push path, and the token itself wherever it appears."""
@@ -36,8 +51,8 @@ class _Masking(logging.Formatter):
 
 class TextFormatter(_Masking):
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{self.formatTime(record)} {record.levelname} {record.getMessage()}"
-        extra = " ".join(f"{key}={value}" for key, value in self._fields(record).items())
+        line = f"{self.formatTime(record)} {record.levelname} {escape(record.getMessage())}"
+        extra = " ".join(f"{key}={escape(str(value))}" for key, value in self._fields(record).items())
         if extra:
             line = f"{line} {extra}"
         if record.exc_info:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,6 +22,11 @@ LOG_FORMATS = ("auto", "text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# Secrets: their values never appear in an error, and only characters a URL carries as they are.
+SECRET_KEYS = ("push_token", "api_token")
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]*")
 
 
 class ConfigError(Exception):
@@ -67,7 +73,11 @@ class Settings:
             self.push_path.startswith("/") and not self.push_path.endswith("/") and len(self.push_path) > 1,
             f"push_path must start with '/' and not end with one, not {self.push_path!r}",
         )
-        _require("/" not in self.push_token, "push_token must not contain '/'")
+        for name in SECRET_KEYS:
+            _require(
+                _TOKEN.fullmatch(getattr(self, name)) is not None,
+                f"{name} may contain only letters, digits and the characters . _ ~ -",
+            )
         _require(1 <= self.api_readers <= 32, "api_readers must be between 1 and 32")
         _require(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024")
         _require(self.ack in ACK_MODES, f"ack must be one of {', '.join(ACK_MODES)}, not {self.ack!r}")
@@ -90,6 +100,10 @@ class Settings:
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
         parse_networks("allow_ips", self.allow_ips)
         parse_networks("trusted_proxies", self.trusted_proxies)
+        _require(
+            not self.trusted_proxies or bool(self.api_token),
+            "trusted_proxies needs api_token, because a request that a proxy on this host passes on looks local",
+        )
         _require(0 < self.idle_timeout <= 3600, "idle_timeout must be more than 0 and at most 3600 seconds")
         _require(0 < self.body_timeout <= 300, "body_timeout must be more than 0 and at most 300 seconds")
         _require(bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key must be set together, or neither")
@@ -130,7 +144,8 @@ def _coerce(name: str, value: Any) -> Any:
     if expected is tuple and isinstance(value, list) and all(isinstance(item, str) for item in value):
         return tuple(value)
     if type(value) is not expected:
-        raise ConfigError(f"{name} must be {_TYPE_NAMES[expected]}, not {value!r}")
+        shown = "" if name in SECRET_KEYS else f", not {value!r}"
+        raise ConfigError(f"{name} must be {_TYPE_NAMES[expected]}{shown}")
     return value
 
 
@@ -154,7 +169,7 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> Settings:
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value)
-    for name, env in (("push_token", PUSH_TOKEN_ENV), ("api_token", API_TOKEN_ENV)):
+    for name, env in zip(SECRET_KEYS, (PUSH_TOKEN_ENV, API_TOKEN_ENV), strict=True):
         token = os.environ.get(env)
         if token is not None:
             values[name] = token

@@ -75,7 +75,10 @@ async def store(request: web.Request, record: Record, *, wait: bool | None = Non
 
 
 async def keep_reject(request: web.Request, error: ApiError, body: bytes | None) -> None:
-    """Quarantine what we refuse, so that nothing sent to us is lost without trace."""
+    """Quarantine what we refuse, so that nothing sent to us is lost without trace.
+
+    Raises ApiError(503) when the reject cannot be stored.
+    """
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
     record = RejectRecord(
         received_at=utc_now(),
@@ -89,8 +92,11 @@ async def keep_reject(request: web.Request, error: ApiError, body: bytes | None)
     )
     try:
         await store(request, record)
-    except ApiError:
-        log.warning("could not keep a rejected request (%s)", error.code)
+    except ApiError as exc:
+        # The sender does not retry a 4xx, so the request would be lost: it gets the 503 instead, and the
+        # refusal once storage works again.
+        log.warning("could not keep a rejected request (%s); answering %s (%s)", error.code, exc.status, exc.code)
+        raise
 
 
 def client_address(request: web.Request) -> str | None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from addresses import IPAddress, parse_address
 from settings import IPNetwork, Settings, parse_networks
 
+INVALID_CLIENT = "invalid"
+
 
 def _within(address: IPAddress | None, networks: tuple[IPNetwork, ...]) -> bool:
     return address is not None and any(address in network for network in networks)
@@ -32,7 +34,8 @@ class AccessPolicy:
         """The peer, unless it is a trusted proxy: then the right-most X-Forwarded-For hop that is not one.
 
         Hops left of an untrusted one are whatever the client chose to write, so they are never believed.
-        A hop that is not an address ends the walk and is the answer, which no allowlist matches.
+        A hop that is not an address ends the walk; the answer is then ``invalid``, which no allowlist
+        matches, and the client's text is neither logged nor stored.
         """
         if peer is None:
             return None
@@ -41,7 +44,7 @@ class AccessPolicy:
         while hops and _within(parse_address(client), self.trusted_proxies):
             client = hops.pop()
         address = parse_address(client)
-        return str(address) if address is not None else client
+        return str(address) if address is not None else INVALID_CLIENT
 
     def allows(self, client: str | None) -> bool:
         return not self.allowed or (client is not None and _within(parse_address(client), self.allowed))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import pytest
 
-from logs import resolve_format
+from logs import JsonFormatter, resolve_format
 from tests.conftest import SAMPLE_BYTES, free_port, sample
-from tests.process import post, run_server_to_exit, running_server
+from tests.process import get, post, run_server_to_exit, running_server
 
 
 def test_dev_prints_one_readable_line_per_push(tmp_path: Path) -> None:
@@ -68,3 +70,26 @@ def test_logs_are_json_lines_under_systemd(tmp_path: Path) -> None:
 )
 def test_log_format_resolution(setting: str, dev: bool, environ: dict[str, str], expected: str) -> None:
     assert resolve_format(setting, dev, environ) == expected
+
+
+def test_client_text_cannot_forge_log_lines(tmp_path: Path) -> None:
+    forged = "2026-01-01 00:00:00,000 INFO POST /push forged"
+    db_path = tmp_path / "pushes.sqlite3"
+    with running_server(tmp_path, db_path, "--log-format", "text") as server:
+        assert get(f"{server.url}/x%0A{quote(forged)}%0D%1B[2J%C2%85")[0] == 404
+        assert post(f"{server.url}/push", orjson.dumps(sample(call_id="c1\n" + forged)))[0] == 200
+        assert server.stop() == 0
+    # Exactly one line each, written by the server (its own time and level first), the client's text escaped.
+    lines = [line for line in server.log().splitlines() if "forged" in line]
+    assert [line.split(" ", 2)[2][:16] for line in lines] == ["INFO GET /x\\n202", "INFO POST /push "]
+    assert "\\r\\x1b[2J\\x85 error=not_found status=404" in lines[0]
+    assert "/c1\\n2026-01-01 00:00:00,000 INFO POST /push forged outcome=new" in lines[1]
+
+
+def test_json_lines_stay_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    formatter = JsonFormatter("/push", "")
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "GET %s", ("/x\n\r\x1b\u2028y",), None)
+    record.fields = {"key": "a\nb"}
+    line = formatter.format(record)
+    assert not set(line) & set("\n\r\x1b")
+    assert orjson.loads(line)["message"] == "GET /x\n\r\x1b\u2028y"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +171,21 @@ async def test_push_rejection_is_answered_and_kept(
     assert reject["body"] == body
     assert reject["remote"] == "127.0.0.1"
     assert orjson.loads(reject["headers"])["User-Agent"] == "Airudder"
+
+
+async def test_a_reject_that_cannot_be_kept_is_answered_503_until_it_can(
+    make_client: ClientFactory, db_path: Path, hold_lock: Callable[[], sqlite3.Connection]
+) -> None:
+    client = await make_client()
+    lock = hold_lock()
+    refused = await client.post("/push", data=b"not json")
+    assert refused.status == 503  # a 400 would end the sender's retries with the body stored nowhere
+    assert refused.headers["Retry-After"] == "5"
+    assert (await refused.json())["error"] == "storage_error"
+    lock.rollback()
+    retried = await client.post("/push", data=b"not json")
+    assert retried.status == 400
+    assert [tuple(row) for row in rows(db_path, "SELECT reason, body FROM rejects")] == [("invalid_json", b"not json")]
 
 
 async def test_push_too_large_is_413(make_client: ClientFactory, db_path: Path) -> None:

@@ -16,6 +16,7 @@ def test_shipped_config_lists_every_key_with_its_default(monkeypatch: pytest.Mon
     import tomllib
 
     monkeypatch.delenv(PUSH_TOKEN_ENV, raising=False)
+    monkeypatch.delenv(API_TOKEN_ENV, raising=False)
     shipped = tomllib.loads((ROOT / "config.toml").read_text())
     defaults = Settings()
     assert set(shipped) == set(defaults.__dataclass_fields__)
@@ -67,11 +68,18 @@ def test_environment_sets_the_api_token(tmp_path: Path, monkeypatch: pytest.Monk
         ("idle_timeout = 0\n", "idle_timeout must be more than 0 and at most 3600"),
         ("body_timeout = 301\n", "body_timeout must be more than 0 and at most 300"),
         ('tls_cert = "cert.pem"\n', "tls_cert and tls_key must be set together"),
+        ('trusted_proxies = ["127.0.0.1"]\n', "trusted_proxies needs api_token"),
+        ('push_token = "50%off"\n', "push_token may contain only letters, digits and the characters . _ ~ -"),
+        ('push_token = "a b"\n', "push_token may contain only"),
+        ('push_token = "a#b"\n', "push_token may contain only"),
+        ('api_token = "read?me"\n', "api_token may contain only"),
     ],
 )
 def test_bad_config_is_one_sentence_and_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, text: str, message: str
 ) -> None:
+    monkeypatch.delenv(PUSH_TOKEN_ENV, raising=False)
+    monkeypatch.delenv(API_TOKEN_ENV, raising=False)
     config = tmp_path / "bad.toml"
     config.write_text(text)
     with pytest.raises(ConfigError, match=message):
@@ -85,10 +93,26 @@ def test_bad_config_is_one_sentence_and_exit_2(
 
 def test_address_lists_are_read_from_toml_lists(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('allow_ips = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]\ntrusted_proxies = ["127.0.0.1"]\n')
+    config.write_text(
+        'allow_ips = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]\ntrusted_proxies = ["127.0.0.1"]\n'
+        'api_token = "read-0123456789"\n'
+    )
     settings = load(str(config))
     assert settings.allow_ips == ("10.0.0.0/8", "2001:db8::/32", "192.0.2.7")
     assert settings.trusted_proxies == ("127.0.0.1",)
+
+
+@pytest.mark.parametrize("name", ["push_token", "api_token"])
+@pytest.mark.parametrize("value", ["1234567890", '["s3cret-in-a-list"]', '{ inner = "s3cret-in-a-table" }'])
+def test_a_secret_of_the_wrong_type_is_not_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f"{name} = {value}\n")
+    assert server.main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{name} must be a string" in err
+    assert not any(secret in err for secret in ("1234567890", "s3cret"))
 
 
 def test_missing_config_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
