@@ -20,7 +20,7 @@ from tests.conftest import SAMPLE_BYTES
 
 
 def write_template(workdir: Path) -> Path:
-    """The vendor's sample push with its call id replaced by the marker push.lua fills in."""
+    """The vendor's sample push with its call id replaced by the marker that load.lua fills in."""
     push = orjson.loads(SAMPLE_BYTES)
     push["call"]["call_id"] = "@CALL_ID@"
     template = workdir / "push-template.json"
@@ -31,7 +31,8 @@ def write_template(workdir: Path) -> Path:
 def _report(tag: str, run: Run) -> Run:
     print(
         f"  {tag:<12} ({run.server.label}) {run.load.rate:8.0f} req/s  p50 {run.load.p50_ms:6.2f} ms"
-        f"  p99 {run.load.p99_ms:6.2f} ms  non-2xx {run.load.non_2xx}  rss {run.peak_rss_mb:.0f} MB",
+        f"  p99 {run.load.p99_ms:6.2f} ms  max {run.load.max_ms:6.1f} ms  non-2xx {run.load.non_2xx}"
+        f"  rss {run.peak_rss_mb:.0f} MB",
         flush=True,
     )
     return run

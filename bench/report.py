@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from bench.options import FEED_CONNECTIONS, FEED_LIMIT, Plan
@@ -30,7 +30,6 @@ class Measurement:
     growth: Growth | None = None
     flood: Run | None = None
     load_after: str = ""
-    lines: list[str] = field(default_factory=list)
 
 
 def _rate(runs: Sequence[Run]) -> float:

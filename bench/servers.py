@@ -119,5 +119,6 @@ def measure(
         rss = peak_rss_mb(process.proc.pid)
         exit_code = process.stop()
         refusals = Counter(_ERROR_FIELD.findall(process.log()))
+    process.log_path.unlink()  # a flood's log runs to tens of MB; a failed start keeps its log
     stored = deliveries_since(db_path, seq_before) if count else None
     return Run(server, load, rss, exit_code, stored, refusals)
