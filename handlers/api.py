@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import aiosqlite
 import orjson
 from aiohttp import web
 
 from handlers.access import read_access
 from handlers.errors import ApiError
-from handlers.keys import READERS
+from handlers.keys import READERS, SETTINGS
 from storage import queries
 from storage.filters import EXACT_FILTERS, TIME_FILTERS, FilterError, parse_after, parse_int, parse_push_filter
+from storage.readers import ReadersBusy
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -49,6 +51,16 @@ def checked_parameters() -> Iterator[None]:
         raise ApiError(400, "invalid_parameter", str(exc)) from None
 
 
+@asynccontextmanager
+async def reader(request: web.Request) -> AsyncIterator[aiosqlite.Connection]:
+    """A connection from the read pool; 503 when none comes free in time."""
+    try:
+        async with request.app[READERS].connection() as conn:
+            yield conn
+    except ReadersBusy as exc:
+        raise ApiError(503, "readers_busy", f"{exc}; retry later", request.app[SETTINGS].retry_after) from None
+
+
 def page_limit(params: Mapping[str, str]) -> int:
     text = params.get("limit")
     return DEFAULT_LIMIT if text is None else parse_int("limit", text, 1, MAX_LIMIT)
@@ -66,7 +78,7 @@ async def list_pushes(request: web.Request) -> web.Response:
     with checked_parameters():
         push_filter = parse_push_filter(params)
         limit = page_limit(params)
-    async with request.app[READERS].connection() as conn:
+    async with reader(request) as conn:
         items = await queries.page_pushes(conn, push_filter, limit)
     if push_filter.newest_first:
         # Going back in time: the next page is below the last (oldest) seq of this one.
@@ -79,7 +91,7 @@ async def list_pushes(request: web.Request) -> web.Response:
 async def show_push(request: web.Request) -> web.Response:
     query_params(request, ())
     key = request.match_info
-    async with request.app[READERS].connection() as conn:
+    async with reader(request) as conn:
         push = await queries.push_detail(conn, key["workflow_id"], key["node_id"], key["call_id"])
     if push is None:
         raise ApiError(404, "not_found", "no push is stored for this workflow_id, node_id and call_id")
@@ -90,7 +102,7 @@ async def show_push(request: web.Request) -> web.Response:
 @read_access
 async def show_stats(request: web.Request) -> web.Response:
     query_params(request, ())
-    async with request.app[READERS].connection() as conn:
+    async with reader(request) as conn:
         return json_response(await queries.stats(conn))
 
 
@@ -101,6 +113,6 @@ async def list_rejects(request: web.Request) -> web.Response:
     with checked_parameters():
         after = parse_after(params)
         limit = page_limit(params)
-    async with request.app[READERS].connection() as conn:
+    async with reader(request) as conn:
         items = await queries.page_rejects(conn, after, limit, params.get("reason"))
     return page(items, "id")

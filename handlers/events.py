@@ -19,6 +19,19 @@ from handlers.keys import EVENTS
 
 # A comment line this often keeps proxies from closing an idle stream and finds clients that left.
 HEARTBEAT_SECONDS = 15.0
+# A client that has not taken a frame within this time has stopped reading (the socket's buffers are
+# full): its connection is dropped instead of holding a task and its backlog forever.
+WRITE_SECONDS = 10.0
+
+
+async def send(request: web.Request, response: web.StreamResponse, frame: bytes) -> None:
+    try:
+        async with asyncio.timeout(WRITE_SECONDS):
+            await response.write(frame)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the client stopped reading") from None
 
 
 @read_access
@@ -33,7 +46,7 @@ async def push_events(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         # Tells EventSource to reconnect after 2 s, and gets the headers to the client at once.
-        await response.write(b"retry: 2000\n: connected\n\n")
+        await send(request, response, b"retry: 2000\n: connected\n\n")
         while True:
             try:
                 frame = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
@@ -41,7 +54,7 @@ async def push_events(request: web.Request) -> web.StreamResponse:
                 frame = b": keep-alive\n\n"
             if frame == END:
                 break
-            await response.write(frame)
+            await send(request, response, frame)
     except ConnectionResetError:
         pass  # the client left
     finally:

@@ -10,6 +10,13 @@ import aiosqlite
 
 from storage.connection import open_reader
 
+# How long a request waits for a free connection before it is refused (the client may try again).
+SLOT_WAIT_SECONDS = 5.0
+
+
+class ReadersBusy(Exception):
+    """No connection came free in time."""
+
 
 class ReaderPool:
     """Up to ``size`` read-only connections, opened on first use and kept for the next request.
@@ -23,13 +30,14 @@ class ReaderPool:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._slots = asyncio.Semaphore(size)
+        self._slot_wait = SLOT_WAIT_SECONDS
         self._idle: list[aiosqlite.Connection] = []
         self._closed = False
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[aiosqlite.Connection]:
         """Borrow a connection; one that saw an error is closed instead of being reused."""
-        async with self._slots:
+        async with self._slot():
             conn = self._idle.pop() if self._idle else await open_reader(self._path, self._busy_timeout_ms)
             try:
                 yield conn
@@ -40,6 +48,18 @@ class ReaderPool:
                 await conn.close()
             else:
                 self._idle.append(conn)
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._slot_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ReadersBusy(f"every read connection stayed busy for {self._slot_wait:g}s") from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         self._closed = True

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import orjson
+import pytest
 
 from handlers.api import PUSH_PARAMS, REJECT_PARAMS
+from handlers.keys import READERS
 from server import create_app
 from settings import Settings
+from storage import readers
 from storage.queries import PUSH_COLUMNS
 from tests.conftest import SAMPLE_BYTES, ClientFactory, sample
 from tests.test_api_pushes import get_json, post
@@ -116,3 +120,17 @@ async def test_addresses_without_parameters_refuse_them(make_client: ClientFacto
     for path in ("/api/stats", "/api/openapi.json", f"/api/pushes/{KEY}"):
         body = await get_json(client, path, status=400, after=1)
         assert body == {"error": "invalid_parameter", "detail": "unknown parameter 'after'; this address takes none"}
+
+
+async def test_a_read_that_waits_too_long_for_a_connection_is_503(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readers, "SLOT_WAIT_SECONDS", 0.3)
+    client = await make_client(api_readers=1)
+    async with client.server.app[READERS].connection():  # the only connection, held by a slow read
+        async with asyncio.timeout(5):
+            busy = await client.get("/api/stats")
+        assert busy.status == 503
+        assert busy.headers["Retry-After"] == "5"
+        assert (await busy.json())["error"] == "readers_busy"
+    assert (await client.get("/api/stats")).status == 200

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 import urllib.request
 from pathlib import Path
 
 import orjson
+import pytest
 from aiohttp import ClientResponse
 
 from event_hub import END, MAX_BACKLOG, EventHub
+from handlers import events
 from handlers.keys import EVENTS
 from settings import Settings
 from storage.records import Outcome
@@ -105,3 +109,31 @@ def test_open_streams_do_not_hold_up_shutdown(tmp_path: Path) -> None:
         assert stream.read() == b": connected\n\n"  # then the server ended the stream
     # A stream left open would hold the exit for the whole shutdown_timeout.
     assert took < Settings().shutdown_timeout - 1, f"shutdown took {took:.1f}s with an open event stream"
+
+
+async def test_a_client_that_stops_reading_is_dropped(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "WRITE_SECONDS", 0.5)
+    client = await make_client()
+    hub = client.server.app[EVENTS]
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a few frames
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", client.port))
+        await loop.sock_sendall(sock, b"GET /api/events HTTP/1.1\r\nHost: test\r\n\r\n")
+        async with asyncio.timeout(5):
+            while hub.listeners == 0:
+                await asyncio.sleep(0.01)
+        # Several megabytes of events that the client never reads; fewer batches than the backlog limit.
+        batch = [record(f"stalled-{n}-{'x' * 400}") for n in range(2000)]
+        for _ in range(10):
+            hub.on_commit(batch, [Outcome.NEW] * len(batch), 0.001)
+        async with asyncio.timeout(10):
+            while hub.listeners:
+                await asyncio.sleep(0.05)
+            # The server dropped the connection: reading on reaches its end (or a reset).
+            with contextlib.suppress(ConnectionResetError):
+                while await loop.sock_recv(sock, 1 << 20):
+                    pass
