@@ -24,10 +24,11 @@ from handlers import api, inspector, openapi
 from handlers.errors import errors_and_access_log
 from handlers.events import push_events
 from handlers.health import healthz, readyz
-from handlers.keys import ACCESS, EVENTS, METRICS, READERS, SETTINGS, WRITER
+from handlers.keys import ACCESS, EVENTS, METRICS, READERS, READY_PROBE, SETTINGS, WRITER
 from handlers.metrics import metrics, time_requests
 from handlers.push import receive_push
 from handlers.push_access import AccessPolicy
+from handlers.ready_probe import ReadyProbe
 from metrics import Metrics
 from push_lines import log_pushes
 from settings import LOG_FORMATS, ConfigError, Settings, load
@@ -71,6 +72,7 @@ def writer_context(settings: Settings) -> Any:
         writer = Writer(
             conn,
             queue_max=settings.queue_max,
+            queue_max_bytes=settings.queue_max_bytes,
             max_batch=settings.max_batch,
             reopen=connect,
         )
@@ -118,6 +120,7 @@ def create_app(settings: Settings) -> web.Application:
     app[EVENTS] = EventHub()
     app.on_shutdown.append(_end_event_streams)
     app[ACCESS] = AccessPolicy.from_settings(settings)
+    app[READY_PROBE] = ReadyProbe()
     app.cleanup_ctx.append(writer_context(settings))
     app.cleanup_ctx.append(readers_context(settings))
     app.router.add_post(settings.push_path, receive_push)

@@ -46,6 +46,7 @@ class Settings:
     ack: str = "committed"
     ack_timeout: float = 5.0
     queue_max: int = 10_000
+    queue_max_bytes: int = 256 * 1024 * 1024
     max_batch: int = 256
     synchronous: str = "FULL"
     busy_timeout_ms: int = 3_000
@@ -83,6 +84,10 @@ class Settings:
         _require(self.ack in ACK_MODES, f"ack must be one of {', '.join(ACK_MODES)}, not {self.ack!r}")
         _require(0 < self.ack_timeout <= 9, "ack_timeout must be more than 0 and at most 9 seconds")
         _require(self.queue_max >= 1, "queue_max must be at least 1")
+        _require(
+            self.queue_max_bytes >= self.max_body_bytes,
+            "queue_max_bytes must be at least max_body_bytes, so that the largest push fits in an empty queue",
+        )
         _require(1 <= self.max_batch <= 1000, "max_batch must be between 1 and 1000")
         _require(
             self.synchronous in SYNCHRONOUS_MODES,

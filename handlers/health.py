@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from handlers.errors import ApiError
-from handlers.keys import WRITER
+from handlers.keys import READY_PROBE, WRITER
 from handlers.push import store
 from storage.records import WriteProbe, utc_now
 
@@ -14,19 +14,24 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def probe_write(request: web.Request) -> str | None:
+    try:
+        await store(request, WriteProbe(utc_now()), 0, wait=True)
+    except ApiError as exc:
+        return f"the database did not take a write ({exc.code})"
+    return None
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the writer runs, the queue has room, and a probe write commits."""
+    """Ready when the writer runs, the queue has room, and a probe write commits (within the last second)."""
     writer = request.app[WRITER]
     problems = []
     if not writer.running:
         problems.append("the writer is not running")
     elif writer.full:
         problems.append(f"the queue is full ({writer.depth} items)")
-    else:
-        try:
-            await store(request, WriteProbe(utc_now()), wait=True)
-        except ApiError as exc:
-            problems.append(f"the database did not take a write ({exc.code})")
+    elif problem := await request.app[READY_PROBE].problem(lambda: probe_write(request)):
+        problems.append(problem)
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems, "queue": writer.depth}, status=503)
     return web.json_response({"status": "ready", "queue": writer.depth})

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from event_hub import EventHub
 from handlers.push_access import AccessPolicy
+from handlers.ready_probe import ReadyProbe
 from metrics import Metrics
 from settings import Settings
 from storage.readers import ReaderPool
@@ -17,3 +18,4 @@ READERS = web.AppKey("readers", ReaderPool)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", EventHub)
 ACCESS = web.AppKey("access", AccessPolicy)
+READY_PROBE = web.AppKey("ready_probe", ReadyProbe)

@@ -47,8 +47,9 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def store(request: web.Request, record: Record, *, wait: bool | None = None) -> Outcome | None:
-    """Queue a record and, in ``committed`` mode (or with ``wait``), wait for its batch to commit.
+async def store(request: web.Request, record: Record, size: int, *, wait: bool | None = None) -> Outcome | None:
+    """Queue a record of ``size`` bytes and, in ``committed`` mode (or with ``wait``), wait for its batch
+    to commit.
 
     None means queued, not yet stored.
 
@@ -58,7 +59,7 @@ async def store(request: web.Request, record: Record, *, wait: bool | None = Non
     try:
         if wait is None:
             wait = settings.ack == "committed"
-        future = request.app[WRITER].submit(record, wait=wait)
+        future = request.app[WRITER].submit(record, wait=wait, size=size)
         if future is None:
             return None
         # A timed-out wait cancels only this future; the writer skips answering it but still writes the
@@ -91,7 +92,7 @@ async def keep_reject(request: web.Request, error: ApiError, body: bytes | None)
         body=body,
     )
     try:
-        await store(request, record)
+        await store(request, record, len(body or b""))
     except ApiError as exc:
         # The sender does not retry a 4xx, so the request would be lost: it gets the 503 instead, and the
         # refusal once storage works again.
@@ -139,7 +140,7 @@ async def _take_push(request: web.Request) -> web.Response:
         await keep_reject(request, exc, body)
         raise
     fields["key"] = "/".join(record.key)
-    outcome = await store(request, record)
+    outcome = await store(request, record, len(body))
     fields["outcome"] = outcome.value if outcome else "queued"
     if record.warnings:
         fields["warned"] = True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,6 +64,7 @@ class WriteFailed(Exception):
 class _Item:
     record: Record
     future: asyncio.Future[Outcome] | None
+    size: int
 
 
 _STOP = object()
@@ -84,11 +86,19 @@ class WriterStats:
 
 class Writer:
     def __init__(
-        self, conn: aiosqlite.Connection, *, queue_max: int, max_batch: int, reopen: Opener | None = None
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        queue_max: int,
+        max_batch: int,
+        queue_max_bytes: float = math.inf,
+        reopen: Opener | None = None,
     ) -> None:
         self._conn = conn
         self._reopen = reopen
         self._queue_max = queue_max
+        self._queue_max_bytes = queue_max_bytes
+        self._queued_bytes = 0
         self._max_batch = max_batch
         # Unbounded underneath: the limit is enforced in submit(), so the stop marker always fits.
         self._queue: asyncio.Queue[object] = asyncio.Queue()
@@ -109,16 +119,17 @@ class Writer:
 
     @property
     def full(self) -> bool:
-        return self._queue.qsize() >= self._queue_max
+        return self._queue.qsize() >= self._queue_max or self._queued_bytes >= self._queue_max_bytes
 
-    def submit(self, record: Record, *, wait: bool) -> asyncio.Future[Outcome] | None:
-        """Queue a record. With ``wait``, the future resolves once its batch is committed."""
+    def submit(self, record: Record, *, wait: bool, size: int = 0) -> asyncio.Future[Outcome] | None:
+        """Queue a record of ``size`` bytes. With ``wait``, the future resolves once its batch is committed."""
         if not self.running:
             raise WriterUnavailable("writer_unavailable")
-        if self.full:
+        if self.full or self._queued_bytes + size > self._queue_max_bytes:
             raise WriterUnavailable("queue_full")
         future = asyncio.get_running_loop().create_future() if wait else None
-        self._queue.put_nowait(_Item(record, future))
+        self._queue.put_nowait(_Item(record, future, size))
+        self._queued_bytes += size
         return future
 
     def add_listener(self, listener: CommitListener) -> None:
@@ -176,6 +187,7 @@ class Writer:
             await self._write_batch(batch)
 
     async def _write_batch(self, batch: list[_Item]) -> None:
+        self._queued_bytes -= sum(item.size for item in batch)
         started = time.perf_counter()
         records = [item.record for item in batch]
         try:

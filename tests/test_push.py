@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -186,6 +187,28 @@ async def test_a_reject_that_cannot_be_kept_is_answered_503_until_it_can(
     retried = await client.post("/push", data=b"not json")
     assert retried.status == 400
     assert [tuple(row) for row in rows(db_path, "SELECT reason, body FROM rejects")] == [("invalid_json", b"not json")]
+
+
+async def test_the_queue_is_bounded_by_bytes(
+    make_client: ClientFactory, db_path: Path, hold_lock: Callable[[], sqlite3.Connection]
+) -> None:
+    budget = 4 * 4096
+    client = await make_client(ack="queued", busy_timeout_ms=3000, max_body_bytes=4096, queue_max_bytes=budget)
+    bodies = [orjson.dumps(sample(call_id=f"queued-{n}")) for n in range(12)]
+    lock = hold_lock()  # the writer waits on its first batch, so the rest stays queued
+    answers = []
+    for body in bodies:
+        response = await client.post("/push", data=body)
+        answers.append((response.status, None if response.status == 200 else (await response.json())["error"]))
+    taken = answers.count((200, None))
+    # What the queue holds fits the budget; the writer's own batch (at most the first push) is out of it.
+    assert 1 <= taken <= budget // len(bodies[0]) + 1, answers
+    assert answers[taken:] == [(503, "queue_full")] * (len(bodies) - taken)
+    lock.rollback()
+    async with asyncio.timeout(10):
+        while rows(db_path, "SELECT count(*) FROM pushes")[0][0] < taken:
+            await asyncio.sleep(0.05)
+    assert (await client.post("/push", data=bodies[-1])).status == 200  # room again once written
 
 
 async def test_push_too_large_is_413(make_client: ClientFactory, db_path: Path) -> None:

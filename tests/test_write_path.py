@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
+from handlers.keys import WRITER
 from handlers.payload import decode, to_record
 from storage.connection import open_writer
 from storage.migrations import migrate
@@ -109,7 +111,9 @@ async def test_readyz_reports_a_locked_database(
     assert (await client.get("/readyz")).status == 200
     assert (await client.get("/healthz")).status == 200
     lock = hold_lock()
-    not_ready = await client.get("/readyz")
+    async with asyncio.timeout(5):  # the last probe's answer is reused for a second
+        while (not_ready := await client.get("/readyz")).status == 200:
+            await asyncio.sleep(0.1)
     assert not_ready.status == 503
     assert "did not take a write" in (await not_ready.json())["problems"][0]
     assert (await client.get("/healthz")).status == 200
@@ -117,6 +121,18 @@ async def test_readyz_reports_a_locked_database(
     async with asyncio.timeout(5):
         while (await client.get("/readyz")).status != 200:
             await asyncio.sleep(0.1)
+
+
+async def test_readyz_reuses_a_recent_probe(make_client: ClientFactory) -> None:
+    client = await make_client()
+    writer = client.server.app[WRITER]
+    before = writer.stats.batches
+    started = time.monotonic()
+    for _ in range(10):
+        answers = await asyncio.gather(*(client.get("/readyz") for _ in range(5)))
+        assert [answer.status for answer in answers] == [200] * 5
+    # One probe per started second of the burst, however many checks came in.
+    assert writer.stats.batches - before <= int(time.monotonic() - started) + 1
 
 
 async def open_writer_on(db_path: Path, **kwargs: int) -> Writer:
