@@ -64,6 +64,15 @@ class Tally:
         return max((a.seconds for a in self.answers), default=0.0)
 
 
+def error_code(content: bytes) -> str:
+    """The ``error`` of a JSON error body; a body of another shape (a proxy's page, plain text) is named as such."""
+    try:
+        answer = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return "not_json"
+    return str(answer.get("error")) if isinstance(answer, dict) else "not_an_error_object"
+
+
 async def post_push(session: aiohttp.ClientSession, url: str, call_id: str, body: bytes, tally: Tally) -> Answer:
     started = time.monotonic()
     retry_after = error = None
@@ -74,7 +83,7 @@ async def post_push(session: aiohttp.ClientSession, url: str, call_id: str, body
             status = response.status
             retry_after = response.headers.get("Retry-After")
             if status != 200:
-                error = orjson.loads(content)["error"]
+                error = error_code(content)
     except (aiohttp.ClientError, TimeoutError) as exc:
         status = type(exc).__name__
     answer = Answer(call_id, status, started, time.monotonic() - started, retry_after, error)

@@ -80,23 +80,25 @@ async def test_generated_payloads_are_answered_and_recorded(
     make_client: ClientFactory, db_path: Path, payload: dict[str, Any] | bytes | Any
 ) -> None:
     client = await make_client()
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    rejects_before = rows(db_path, "SELECT count(*) FROM rejects")[0][0]
-    response = await client.post("/push", data=body)
-    assert response.status in (200, 400, 413, 422)
-    event(f"{type(payload).__name__} answered {response.status}")  # shown by --hypothesis-show-statistics
-    if isinstance(payload, dict):
-        key = expected_key(payload)
-        assert (response.status == 200) == (key is not None), (response.status, await response.read())
-        if key is not None:
-            where = "workflow_id = ? AND node_id = ? AND call_id = ?"
-            assert rows(db_path, f"SELECT count(*) FROM pushes WHERE {where}", key)[0][0] == 1
-    elif not isinstance(payload, bytes):
-        assert response.status == 400  # JSON, but not an object
-    if response.status != 200:
-        answer = orjson.loads(await response.read())
-        assert set(answer) == {"error", "detail"}
-        reasons = [row[0] for row in rows(db_path, "SELECT reason FROM rejects ORDER BY id")]
-        assert len(reasons) == rejects_before + 1
-        assert reasons[-1] == answer["error"]
-    await client.close()
+    try:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        rejects_before = rows(db_path, "SELECT count(*) FROM rejects")[0][0]
+        response = await client.post("/push", data=body)
+        assert response.status in (200, 400, 413, 422)
+        event(f"{type(payload).__name__} answered {response.status}")  # shown by --hypothesis-show-statistics
+        if isinstance(payload, dict):
+            key = expected_key(payload)
+            assert (response.status == 200) == (key is not None), (response.status, await response.read())
+            if key is not None:
+                where = "workflow_id = ? AND node_id = ? AND call_id = ?"
+                assert rows(db_path, f"SELECT count(*) FROM pushes WHERE {where}", key)[0][0] == 1
+        elif not isinstance(payload, bytes):
+            assert response.status == 400  # JSON, but not an object
+        if response.status != 200:
+            answer = orjson.loads(await response.read())
+            assert set(answer) == {"error", "detail"}
+            reasons = [row[0] for row in rows(db_path, "SELECT reason FROM rejects ORDER BY id")]
+            assert len(reasons) == rejects_before + 1
+            assert reasons[-1] == answer["error"]
+    finally:
+        await client.close()  # its aiosqlite threads must not outlive a failed example

@@ -12,6 +12,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from handlers.keys import WRITER
 from tests.conftest import SAMPLE_BYTES, ClientFactory, rows, sample
 from tests.test_access import TOKEN
 
@@ -74,7 +75,9 @@ async def test_queue_depth_shows_pushes_waiting_for_a_locked_database(
     client = await make_client(ack="queued", busy_timeout_ms=5000)
     lock = hold_lock()
     assert (await client.post("/push", data=orjson.dumps(sample(call_id="q0")))).status == 200
-    await asyncio.sleep(0.2)  # the writer has taken q0 and waits for the lock
+    async with asyncio.timeout(5):  # the writer takes q0, then waits for the lock
+        while client.server.app[WRITER].depth:
+            await asyncio.sleep(0.01)
     for n in range(1, 4):
         assert (await client.post("/push", data=orjson.dumps(sample(call_id=f"q{n}")))).status == 200
     assert (await scrape(client))[("airudder_receiver_queue_depth", ())] == 3

@@ -127,7 +127,9 @@ def test_real_process_notifies_ready_watchdog_and_stopping(
         pings = [m for m in _receive_until(sock, "WATCHDOG=1") if m == "WATCHDOG=1"]
         pings += [m for m in _receive_until(sock, "WATCHDOG=1") if m == "WATCHDOG=1"]
         assert len(pings) == 2
-        assert time.monotonic() - started < 2
+        # Pings keep coming, far more often than the 30 s watchdog of the unit; the bound leaves room for a
+        # loaded machine.
+        assert time.monotonic() - started < 5
         server.proc.send_signal(signal.SIGTERM)
         messages = _receive_until(sock, "STOPPING=1")
         assert server.stop() == 0
