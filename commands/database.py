@@ -1,14 +1,21 @@
-"""What the sub-commands share: finding the database file and saying clearly when it is not there."""
+"""What the sub-commands share: finding the database file and saying clearly when something fails."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from settings import Settings
+from storage.migrations import SchemaTooNew
+from storage.writer import WriteFailed, WriterUnavailable
 
 
 class NoDatabase(Exception):
     """The configured file does not exist; the message says where it was looked for."""
+
+
+# What a command that writes may run into; each is reported as one sentence and exit code 2.
+DATABASE_ERRORS = (OSError, sqlite3.Error, SchemaTooNew, WriteFailed, WriterUnavailable)
 
 
 def existing_database(settings: Settings) -> str:

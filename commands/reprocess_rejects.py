@@ -2,10 +2,9 @@
 
 Each kept body goes through ``handlers.payload`` (decode, to_record) and ``storage.writer.Writer``, the
 same idempotent write path as ``POST /push``: a call already stored counts one more delivery, a differing
-body becomes a version. The push keeps the time the reject was received. A reject taken in is marked
-(``reprocessed_at``, ``reprocessed_seq``) and not tried again; one that is still invalid is left as it was.
-The mark is written after the push commits: if the command is stopped between the two, running it again
-counts that call's delivery a second time, and loses nothing.
+body becomes a version. The push keeps the time the reject was received. The writer marks the reject
+(``reprocessed_at``, ``reprocessed_seq``) in the same commit as its push, so a reject is taken in once,
+even if the command is stopped half way; one that is still invalid is left as it was.
 """
 
 from __future__ import annotations
@@ -17,30 +16,21 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from commands.database import NoDatabase, existing_database
+from commands.database import DATABASE_ERRORS, NoDatabase, existing_database
 from exits import fail
 from handlers.errors import ApiError
 from handlers.payload import decode, to_record
 from settings import Settings
-from storage.connection import open_writer
+from storage import queries
+from storage.connection import open_reader, open_writer
 from storage.migrations import migrate
-from storage.records import PushRecord, utc_now
+from storage.records import Outcome, ReprocessedReject
 from storage.writer import Writer
 
 NAME = "reprocess-rejects"
 HELP = "take in rejected bodies that are valid now, through the same idempotent write path as POST /push"
 
 CHUNK_ROWS = 256
-
-_PENDING = (
-    "SELECT id, received_at, body FROM rejects WHERE id > ? AND reprocessed_at IS NULL AND body IS NOT NULL"
-    f" ORDER BY id LIMIT {CHUNK_ROWS}"
-)
-_MARK = """
-UPDATE rejects SET reprocessed_at = ?,
-    reprocessed_seq = (SELECT seq FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?)
-WHERE id = ?
-"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,43 +43,40 @@ class Report:
     still_invalid: Counter[str] = field(default_factory=Counter)  # by the error it would get today
 
 
-async def reprocess(marker: aiosqlite.Connection, writer: Writer) -> Report:
+async def reprocess(reader: aiosqlite.Connection, writer: Writer) -> Report:
     report = Report()
     after = 0
-    while True:
-        chunk = list(await marker.execute_fetchall(_PENDING, (after,)))
-        if not chunk:
-            return report
+    while chunk := await queries.pending_rejects(reader, after, CHUNK_ROWS):
         after = chunk[-1][0]
-        valid: list[tuple[int, PushRecord]] = []
+        records: list[ReprocessedReject] = []
         for reject_id, received_at, body in chunk:
-            raw = bytes(body)
             try:
-                valid.append((reject_id, to_record(raw, decode(raw), received_at)))
+                records.append(ReprocessedReject(reject_id, to_record(body, decode(body), received_at)))
             except ApiError as exc:
                 report.still_invalid[exc.code] += 1
-        futures = [writer.submit(record, wait=True) for _, record in valid]
-        outcomes = await asyncio.gather(*(f for f in futures if f is not None))
-        report.taken_in.update(outcome.value for outcome in outcomes)
-        now = utc_now()
-        await marker.execute("BEGIN IMMEDIATE")
-        await marker.executemany(_MARK, [(now, *record.key, reject_id) for reject_id, record in valid])
-        await marker.commit()
+        futures = [writer.submit(record, wait=True) for record in records]
+        # Every answer is collected before one failure is raised, so that none is left unread.
+        answers = await asyncio.gather(*(f for f in futures if f is not None), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        report.taken_in.update(answer.value for answer in answers if isinstance(answer, Outcome))
+    return report
 
 
 async def _run(settings: Settings, path: str) -> Report:
     conn = await open_writer(path, settings.synchronous, settings.busy_timeout_ms)
-    marker = await open_writer(path, settings.synchronous, settings.busy_timeout_ms)
-    try:
+    writer = Writer(conn, queue_max=CHUNK_ROWS, max_batch=settings.max_batch)
+    try:  # writer.close() closes conn, also when set-up below fails before the writer starts
         await migrate(conn)
-        writer = Writer(conn, queue_max=CHUNK_ROWS, max_batch=settings.max_batch)
-        writer.start()
+        reader = await open_reader(path, settings.busy_timeout_ms)
         try:
-            return await reprocess(marker, writer)
+            writer.start()
+            return await reprocess(reader, writer)
         finally:
-            await writer.close(drain_seconds=settings.ack_timeout)
+            await reader.close()
     finally:
-        await marker.close()
+        await writer.close(drain_seconds=settings.ack_timeout)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -97,6 +84,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         report = asyncio.run(_run(settings, existing_database(settings)))
     except NoDatabase as exc:
         return fail(str(exc))
+    except DATABASE_ERRORS as exc:
+        return fail(f"reprocess-rejects on {settings.db_path} stopped: {exc}")
     taken = sum(report.taken_in.values())
     detail = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.taken_in.items()))
     print(f"took in {taken} rejected bodies" + (f" ({detail}); marked them reprocessed" if taken else ""))

@@ -1,27 +1,99 @@
-"""Opening the database: one place for PRAGMAs and connection setup."""
+"""Opening the database: one place for PRAGMAs, connection setup and transaction boundaries."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 
+log = logging.getLogger("airudder_receiver.storage")
+
+# SQLite's own busy wait for one attempt at the write lock. It runs inside the connection's thread, where
+# neither a task cancel nor sqlite3's interrupt() reaches it, so it is kept short and write_transaction
+# retries until the configured wait has passed: a stopping server then closes the file within this time.
+LOCK_ATTEMPT_MS = 100
+
+# How long write_transaction keeps retrying for each connection open_writer made.
+_lock_waits: weakref.WeakKeyDictionary[aiosqlite.Connection, float] = weakref.WeakKeyDictionary()
+
+
+class NotWal(sqlite3.DatabaseError):
+    """The file would not switch to WAL, which lets readers and the single writer work side by side."""
+
 
 async def open_writer(path: str, synchronous: str, busy_timeout_ms: int) -> aiosqlite.Connection:
-    """The single read-write connection, in autocommit mode so that transactions are explicit."""
+    """A read-write connection, in autocommit mode so that transactions are explicit.
+
+    ``busy_timeout_ms`` is how long ``write_transaction`` waits for another process's write lock.
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
+        # Switching a new file to WAL may itself wait for a lock: give setup the whole wait.
         await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         # WAL persists in the file; setting it again is a no-op.
-        await conn.execute("PRAGMA journal_mode = WAL")
+        async with conn.execute("PRAGMA journal_mode = WAL") as cursor:
+            row = await cursor.fetchone()
+        mode = row[0] if row else None
+        if str(mode).lower() != "wal":
+            raise NotWal(f"the database {path} stays in journal mode {mode!r}; it must support WAL")
         await conn.execute(f"PRAGMA synchronous = {synchronous}")
         await conn.execute("PRAGMA foreign_keys = ON")
+        await conn.execute(f"PRAGMA busy_timeout = {min(LOCK_ATTEMPT_MS, int(busy_timeout_ms))}")
     except BaseException:
         await conn.close()
         raise
+    _lock_waits[conn] = busy_timeout_ms / 1000
     return conn
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    # sqlite_errorcode is the extended code (e.g. SQLITE_BUSY_RECOVERY); its low byte is the primary one.
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+
+
+async def _begin_immediate(conn: aiosqlite.Connection) -> None:
+    """Take the write lock, retrying short attempts until the connection's lock wait has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _lock_waits.get(conn, 0.0)
+    while True:
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or loop.time() >= deadline:
+                raise
+
+
+@asynccontextmanager
+async def write_transaction(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the body raises (or is cancelled)."""
+    await _begin_immediate(conn)
+    try:
+        yield
+    except BaseException:
+        try:
+            await conn.rollback()
+        except Exception as exc:  # the error that got us here is the one worth raising
+            log.warning("rollback failed: %s", exc)
+        raise
+    await conn.commit()
+
+
+@asynccontextmanager
+async def read_snapshot(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+    """Every statement inside sees the same commit (one read transaction)."""
+    await conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        await conn.execute("COMMIT")
 
 
 def reader_uri(path: str) -> str:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from storage.records import utc_text
+
 # Typed columns a reader may match exactly.
 EXACT_FILTERS = ("workflow_id", "node_id", "call_id", "case_id", "callee_number", "task_id", "intention")
 TIME_FILTERS = ("since", "until")
@@ -58,7 +60,7 @@ def parse_time(name: str, text: str) -> str:
         raise FilterError(f"{name} must be an ISO 8601 time such as 2026-11-24T19:47:09Z, not {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_text(moment)
 
 
 def parse_push_filter(params: Mapping[str, str]) -> PushFilter:

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from storage.connection import write_transaction
+
+
+class SchemaTooNew(RuntimeError):
+    """The file was migrated by a newer version of this program."""
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -183,22 +189,22 @@ async def schema_version(conn: aiosqlite.Connection) -> int:
 async def migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
     """Apply the steps not yet recorded, each in its own transaction; return the names applied.
 
-    The connection must be in autocommit mode (``isolation_level=None``) so that BEGIN is ours.
+    The connection must be in autocommit mode (``isolation_level=None``) so that BEGIN is ours. The version
+    is read inside each step's write transaction, so two processes starting at once cannot both apply it.
     """
     applied: list[str] = []
-    current = await schema_version(conn)
-    if current > len(migrations):
-        raise RuntimeError(f"database schema version {current} is newer than this program knows ({len(migrations)})")
-    for number, step in enumerate(migrations[current:], start=current + 1):
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
+    while True:
+        async with write_transaction(conn):
+            current = await schema_version(conn)
+            if current > len(migrations):
+                raise SchemaTooNew(
+                    f"database schema version {current} is newer than this program knows ({len(migrations)})"
+                )
+            if current == len(migrations):
+                return applied
+            step = migrations[current]
             for statement in step.statements:
                 await conn.execute(statement)
             # user_version is stored in the file header, inside this transaction.
-            await conn.execute(f"PRAGMA user_version = {number}")
-        except BaseException:
-            await conn.rollback()
-            raise
-        await conn.commit()
+            await conn.execute(f"PRAGMA user_version = {current + 1}")
         applied.append(step.name)
-    return applied

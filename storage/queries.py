@@ -22,6 +22,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from storage.connection import read_snapshot
 from storage.filters import PushFilter
 
 # The typed columns of a push, in the order pages, CSV and the docs show them.
@@ -100,9 +101,7 @@ async def push_detail(
     conn: aiosqlite.Connection, workflow_id: str, node_id: str, call_id: str
 ) -> dict[str, Any] | None:
     """One call: typed columns, the body as received (null once purged), and any differing versions."""
-    # One read transaction, so that the push and its versions come from the same commit.
-    await conn.execute("BEGIN")
-    try:
+    async with read_snapshot(conn):  # the push and its versions from the same commit
         async with conn.execute(
             f"SELECT {', '.join(PUSH_COLUMNS)}, body FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?",
             (workflow_id, node_id, call_id),
@@ -114,16 +113,13 @@ async def push_detail(
         versions = await conn.execute_fetchall(
             "SELECT received_at, body FROM push_versions WHERE push_seq = ? ORDER BY id", (push["seq"],)
         )
-    finally:
-        await conn.execute("COMMIT")
     push["versions"] = [push_row(version) for version in versions]
     return push
 
 
 async def stats(conn: aiosqlite.Connection) -> dict[str, Any]:
     """Totals and counts by workflow, node, intention and reject reason, from one snapshot."""
-    await conn.execute("BEGIN")
-    try:
+    async with read_snapshot(conn):
         (totals,) = await conn.execute_fetchall(
             "SELECT count(*) AS pushes, coalesce(sum(deliveries), 0) AS deliveries,"
             " min(first_received_at) AS first_push_at, max(last_received_at) AS last_push_at FROM pushes"
@@ -143,8 +139,6 @@ async def stats(conn: aiosqlite.Connection) -> dict[str, Any]:
         by_reason = await conn.execute_fetchall(
             "SELECT reason, count(*) AS rejects FROM rejects GROUP BY reason ORDER BY rejects DESC, reason"
         )
-    finally:
-        await conn.execute("COMMIT")
     return {
         "pushes": totals["pushes"],
         "deliveries": totals["deliveries"],
@@ -194,3 +188,13 @@ async def page_rejects(
         item["body"] = None if body is None else bytes(body).decode("utf-8", "replace")
         items.append(item)
     return items
+
+
+async def pending_rejects(conn: aiosqlite.Connection, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+    """Rejects after id ``after`` that still have a body and were not taken in yet: (id, received_at, body)."""
+    rows = await conn.execute_fetchall(
+        "SELECT id, received_at, body FROM rejects WHERE id > ? AND reprocessed_at IS NULL AND body IS NOT NULL"
+        " ORDER BY id LIMIT ?",
+        (after, limit),
+    )
+    return [(row[0], row[1], bytes(row[2])) for row in rows]

@@ -7,9 +7,17 @@ from datetime import UTC, datetime
 from enum import Enum
 
 
+def utc_text(moment: datetime) -> str:
+    """A moment as stored: sortable ISO 8601 UTC text with milliseconds, e.g. 2026-11-24T19:47:09.123Z.
+
+    ``moment`` must be timezone-aware.
+    """
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def utc_now() -> str:
-    """Receive times as sortable ISO 8601 UTC text with milliseconds, e.g. 2026-11-24T19:47:09.123Z."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Receive times, in the stored form of ``utc_text``."""
+    return utc_text(datetime.now(UTC))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +64,19 @@ class WriteProbe:
     received_at: str
 
 
-Record = PushRecord | RejectRecord | WriteProbe
+@dataclass(frozen=True, slots=True)
+class ReprocessedReject:
+    """A quarantined body taken in after all: stored as ``push``, its reject marked in the same commit."""
+
+    reject_id: int
+    push: PushRecord
+
+
+Record = PushRecord | RejectRecord | WriteProbe | ReprocessedReject
 
 
 class Outcome(Enum):
     NEW = "new"
     DUPLICATE = "duplicate"
-    NEW_VERSION = "new_version"  # a duplicate whose body differs; kept in push_versions
+    NEW_VERSION = "new_version"  # a duplicate whose body differs from every stored one; added to push_versions
     STORED = "stored"  # rejects and probes

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from storage.records import Outcome, PushRecord, Record, RejectRecord, WriteProbe, utc_now
+from storage.connection import write_transaction
+from storage.records import Outcome, PushRecord, Record, RejectRecord, ReprocessedReject, WriteProbe, utc_now
 
 log = logging.getLogger("airudder_receiver.writer")
 
@@ -46,6 +47,11 @@ INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 _RECORD_PROBE = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_write_probe', ?)"
+_MARK_REPROCESSED = """
+UPDATE rejects SET reprocessed_at = ?,
+    reprocessed_seq = (SELECT seq FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?)
+WHERE id = ?
+"""
 
 
 class WriterUnavailable(Exception):
@@ -78,8 +84,6 @@ Opener = Callable[[], Awaitable[aiosqlite.Connection]]
 @dataclass
 class WriterStats:
     batches: int = 0
-    failed_batches: int = 0
-    last_batch_size: int = 0
     last_commit_seconds: float = 0.0
     last_error: str | None = None
 
@@ -103,6 +107,7 @@ class Writer:
         # Unbounded underneath: the limit is enforced in submit(), so the stop marker always fits.
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._accepting = True
+        self._stop_queued = False
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
         self.stats = WriterStats()
@@ -111,7 +116,8 @@ class Writer:
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        """Records waiting to be written (the stop marker that close() queues is not one)."""
+        return self._queue.qsize() - self._stop_queued
 
     @property
     def running(self) -> bool:
@@ -149,17 +155,28 @@ class Writer:
         log.error("the writer stopped unexpectedly (%s); pushes are refused until a restart", reason)
         self._fail_leftovers()
 
-    async def close(self, drain_seconds: float) -> None:
-        """Stop taking items, write everything already queued, then close the connection."""
+    async def close(self, drain_seconds: float) -> bool:
+        """Stop taking items, write everything already queued, then close the connection.
+
+        Returns whether everything queued was written; if not, the rest was failed. A writer waiting for
+        another process's lock is cancelled between two short lock attempts, so closing takes at most
+        ``drain_seconds`` plus one attempt (storage.connection.LOCK_ATTEMPT_MS).
+        """
         self._accepting = False
         self._queue.put_nowait(_STOP)
+        self._stop_queued = True
+        drained = True
         # asyncio.wait, not wait_for: a writer task that already died must not make close() raise.
         if self._task is not None and not (await asyncio.wait({self._task}, timeout=drain_seconds))[0]:
             log.error("writer did not drain within %.1fs; %d items left unwritten", drain_seconds, self.depth)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            drained = False
+        if self.depth:
+            drained = False
         self._fail_leftovers()
         await self._conn.close()
+        return drained
 
     def _fail_leftovers(self) -> None:
         leftovers = []
@@ -167,6 +184,7 @@ class Writer:
             item = self._queue.get_nowait()
             if isinstance(item, _Item):
                 leftovers.append(item)
+        self._stop_queued = False
         self._fail(leftovers, WriterUnavailable("writer_unavailable"))
 
     # -- the writer task ------------------------------------------------------------------------
@@ -176,11 +194,13 @@ class Writer:
         while not stopping:
             first = await self._queue.get()
             if first is _STOP:
+                self._stop_queued = False
                 return
             batch: list[_Item] = [first]  # type: ignore[list-item]
             while len(batch) < self._max_batch and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is _STOP:
+                    self._stop_queued = False
                     stopping = True
                     break
                 batch.append(item)  # type: ignore[arg-type]
@@ -197,14 +217,12 @@ class Writer:
             self._fail(batch, WriteFailed("the writer was stopped before the batch committed"))
             raise
         except Exception as exc:
-            self.stats.failed_batches += 1
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.error("batch of %d failed and was rolled back: %s", len(batch), self.stats.last_error)
             self._fail(batch, WriteFailed(self.stats.last_error))
             await self._replace_broken_connection()
             return
         self.stats.batches += 1
-        self.stats.last_batch_size = len(batch)
         self.stats.last_commit_seconds = time.perf_counter() - started
         self.stats.last_error = None
         for item, outcome in zip(batch, outcomes, strict=True):
@@ -242,11 +260,11 @@ class Writer:
 
     @staticmethod
     async def _write(conn: aiosqlite.Connection, records: Sequence[Record]) -> list[Outcome]:
-        pushes = [r for r in records if isinstance(r, PushRecord)]
+        pushes = [_push_of(r) for r in records if isinstance(r, PushRecord | ReprocessedReject)]
         rejects = [r for r in records if isinstance(r, RejectRecord)]
-        probe = any(isinstance(r, WriteProbe) for r in records)
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
+        probes = [r for r in records if isinstance(r, WriteProbe)]
+        marks = [r for r in records if isinstance(r, ReprocessedReject)]
+        async with write_transaction(conn):
             stored = await _stored_hashes(conn, pushes)
             push_outcomes, new_rows, deliveries, versions = _classify(pushes, stored)
             if new_rows:
@@ -260,24 +278,36 @@ class Writer:
                     _INSERT_REJECT,
                     [(r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, r.body) for r in rejects],
                 )
-            if probe:
-                await conn.execute(_RECORD_PROBE, (utc_now(),))
-            await conn.commit()
-        except BaseException:
-            await _rollback_quietly(conn)
-            raise
+            if marks:
+                # After the pushes, so that each mark finds its push's seq, and in the same commit: a
+                # reject is marked if and only if its push is stored.
+                now = utc_now()
+                await conn.executemany(_MARK_REPROCESSED, [(now, *m.push.key, m.reject_id) for m in marks])
+            if probes:
+                await conn.execute(_RECORD_PROBE, (probes[-1].received_at,))
         outcomes = iter(push_outcomes)
-        return [next(outcomes) if isinstance(r, PushRecord) else Outcome.STORED for r in records]
+        return [next(outcomes) if isinstance(r, PushRecord | ReprocessedReject) else Outcome.STORED for r in records]
 
 
-async def _stored_hashes(conn: aiosqlite.Connection, pushes: Sequence[PushRecord]) -> dict[tuple[str, str, str], bytes]:
-    """Body hashes of the batch's keys that are already stored, in one query."""
+def _push_of(record: PushRecord | ReprocessedReject) -> PushRecord:
+    return record.push if isinstance(record, ReprocessedReject) else record
+
+
+async def _stored_hashes(
+    conn: aiosqlite.Connection, pushes: Sequence[PushRecord]
+) -> dict[tuple[str, str, str], set[bytes]]:
+    """For each of the batch's keys already stored: the hashes of its first body and its versions, in one query."""
     keys = list({p.key for p in pushes})
     if not keys:
         return {}
     params = [part for key in keys for part in key]
     rows = await conn.execute_fetchall(stored_hashes_sql(len(keys)), params)
-    return {(row[0], row[1], row[2]): row[3] for row in rows}
+    stored: dict[tuple[str, str, str], set[bytes]] = {}
+    for workflow_id, node_id, call_id, first_hash, version_hash in rows:
+        hashes = stored.setdefault((workflow_id, node_id, call_id), {first_hash})
+        if version_hash is not None:
+            hashes.add(version_hash)
+    return stored
 
 
 def stored_hashes_sql(key_count: int) -> str:
@@ -287,26 +317,28 @@ def stored_hashes_sql(key_count: int) -> str:
     """
     placeholders = ",".join(["(?,?,?)"] * key_count)
     return (
-        f"SELECT p.workflow_id, p.node_id, p.call_id, p.body_hash FROM (VALUES {placeholders}) AS k "
-        "CROSS JOIN pushes AS p ON p.workflow_id = k.column1 AND p.node_id = k.column2 AND p.call_id = k.column3"
+        f"SELECT p.workflow_id, p.node_id, p.call_id, p.body_hash, v.body_hash FROM (VALUES {placeholders}) AS k "
+        "CROSS JOIN pushes AS p ON p.workflow_id = k.column1 AND p.node_id = k.column2 AND p.call_id = k.column3 "
+        "LEFT JOIN push_versions AS v ON v.push_seq = p.seq"
     )
 
 
 def _classify(
-    pushes: Sequence[PushRecord], stored: dict[tuple[str, str, str], bytes]
+    pushes: Sequence[PushRecord], stored: dict[tuple[str, str, str], set[bytes]]
 ) -> tuple[list[Outcome], list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]]]:
     """Split a batch into new rows, extra deliveries and new versions, in arrival order.
 
-    ``stored`` is updated as new rows are seen, so a key repeated inside one batch counts as a duplicate.
+    ``stored`` is updated as rows and versions are added, so a body repeated inside one batch counts as a
+    duplicate, and a body equal to any stored one (first or version) adds no version.
     """
     outcomes: list[Outcome] = []
     new_rows: list[tuple[object, ...]] = []
     deliveries: list[tuple[object, ...]] = []
     versions: list[tuple[object, ...]] = []
     for p in pushes:
-        first_hash = stored.get(p.key)
-        if first_hash is None:
-            stored[p.key] = p.body_hash
+        hashes = stored.get(p.key)
+        if hashes is None:
+            stored[p.key] = {p.body_hash}
             outcomes.append(Outcome.NEW)
             new_rows.append(
                 (
@@ -333,9 +365,10 @@ def _classify(
             )
             continue
         deliveries.append((p.received_at, *p.key))
-        if first_hash == p.body_hash:
+        if p.body_hash in hashes:
             outcomes.append(Outcome.DUPLICATE)
         else:
+            hashes.add(p.body_hash)
             outcomes.append(Outcome.NEW_VERSION)
             versions.append((p.received_at, p.body_hash, p.body, *p.key))
     return outcomes, new_rows, deliveries, versions
@@ -347,10 +380,3 @@ async def _answers(conn: aiosqlite.Connection) -> bool:
     except (ValueError, sqlite3.Error):  # aiosqlite raises ValueError once the connection is closed
         return False
     return True
-
-
-async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
-    try:
-        await conn.rollback()
-    except Exception as exc:  # the original error is the one worth reporting
-        log.warning("rollback failed: %s", exc)

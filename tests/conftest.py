@@ -48,6 +48,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
+def away_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in an empty directory: server.main() reads ./config.toml when present, and the checkout has one."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "pushes.sqlite3"
 

@@ -16,6 +16,9 @@ from storage.queries import PUSH_COLUMNS
 from tests.bulk import add_pushes, migrated
 from tests.process import ROOT
 
+# server.main() must not pick up the checkout's ./config.toml.
+pytestmark = pytest.mark.usefixtures("away_from_config")
+
 # Runs the command in a fresh interpreter and prints that process's peak resident memory (VmHWM) on exit.
 # ru_maxrss is no use here: Linux carries the parent's high-water mark over fork and exec into the child.
 _MEASURED = """

@@ -228,6 +228,30 @@ async def test_duplicate_storm_keeps_one_row_per_call(tmp_path: Path) -> None:
     assert rows(db_path, "SELECT count(*) FROM pushes WHERE deliveries != ?", (deliveries,))[0][0] == 0
 
 
+async def test_sigterm_while_the_file_stays_locked_exits_within_10s(tmp_path: Path) -> None:
+    """A lock wait longer than the exit budget: the drain gives up in time and the file is closed."""
+    db_path = tmp_path / "pushes.sqlite3"
+    config = tmp_path / "config.toml"
+    config.write_text("busy_timeout_ms = 15000\n")
+    tally = Tally()
+    with running_server(tmp_path, db_path, "--config", str(config)) as server:
+        with locked_by_sqlite3_shell(db_path) as release:
+            async with background_load(f"{server.url}/push", tally, prefix="held", concurrency=2):
+                await asyncio.sleep(0.5)  # the writer is inside its lock wait
+                signalled_at = time.monotonic()
+                exit_code = await asyncio.to_thread(server.stop, signal.SIGTERM, 12.0)
+                exit_seconds = time.monotonic() - signalled_at
+            release()
+        log = server.log()
+    stored = stored_call_ids(db_path)
+    report("SIGTERM, file locked", exit_code=exit_code, exit_seconds=round(exit_seconds, 2), answers=tally.kinds)
+    assert exit_code == 0, log
+    assert exit_seconds < 10
+    assert "left unwritten" in log
+    assert "writer drained and database closed" not in log
+    assert tally.acknowledged <= stored
+
+
 @contextmanager
 def small_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
     """A size-limited file system of our own, so that the disk can really fill up."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from storage.connection import open_writer
-from storage.migrations import MIGRATIONS, Migration, migrate, schema_version
+from storage.connection import NotWal, open_writer
+from storage.migrations import MIGRATIONS, Migration, SchemaTooNew, migrate, schema_version
 from tests.conftest import rows
+from tests.process import run_server_to_exit
 
 
 async def test_migrations_apply_once(db_path: Path) -> None:
@@ -42,7 +44,52 @@ async def test_newer_schema_is_refused(db_path: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
     conn2 = await open_writer(str(db_path), "FULL", 1000)
     try:
-        with pytest.raises(RuntimeError, match="newer than this program knows"):
+        with pytest.raises(SchemaTooNew, match="newer than this program knows"):
             await migrate(conn2)
     finally:
         await conn2.close()
+
+
+async def test_two_processes_migrating_at_once_apply_each_step_once(db_path: Path) -> None:
+    first = await open_writer(str(db_path), "FULL", 5000)
+    second = await open_writer(str(db_path), "FULL", 5000)
+    try:
+        applied = await asyncio.gather(migrate(first), migrate(second))
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(applied[0] + applied[1]) == sorted(m.name for m in MIGRATIONS)
+    assert rows(db_path, "PRAGMA user_version")[0][0] == len(MIGRATIONS)
+
+
+async def test_a_database_without_wal_is_refused_at_open() -> None:
+    with pytest.raises(NotWal, match="must support WAL"):
+        await open_writer(":memory:", "FULL", 1000)
+
+
+@pytest.mark.parametrize("command", [["purge", "--older-than", "90d"], ["reprocess-rejects"]])
+@pytest.mark.parametrize("problem", ["schema too new", "locked"])
+def test_commands_that_write_fail_in_one_sentence(tmp_path: Path, command: list[str], problem: str) -> None:
+    db_path = tmp_path / "pushes.sqlite3"
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA user_version = 99" if problem == "schema too new" else "CREATE TABLE t (x)")
+    config = tmp_path / "config.toml"
+    config.write_text("busy_timeout_ms = 300\n")
+    # Another process holds the write lock until the command has answered.
+    holder = None
+    if problem == "locked":
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+    try:
+        # A command that hangs on exit is caught by the subprocess timeout.
+        done = run_server_to_exit(tmp_path, *command, "--config", str(config), "--db", str(db_path))
+    finally:
+        if holder is not None:
+            holder.close()
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("airudder-receiver: "), done.stderr
+    assert ("newer than this program knows" if problem == "schema too new" else "locked") in lines[0]

@@ -17,6 +17,9 @@ from tests.bulk import add_pushes, migrated
 from tests.conftest import SAMPLE_BYTES, rows, sample
 from tests.process import ROOT, post, running_server
 
+# server.main() must not pick up the checkout's ./config.toml.
+pytestmark = pytest.mark.usefixtures("away_from_config")
+
 OLD = "2020-01-01T00:00:00.000Z"
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
@@ -135,68 +136,101 @@ async def test_readyz_reuses_a_recent_probe(make_client: ClientFactory) -> None:
     assert writer.stats.batches - before <= int(time.monotonic() - started) + 1
 
 
-async def open_writer_on(db_path: Path, **kwargs: int) -> Writer:
-    conn = await open_writer(str(db_path), "FULL", 1000)
-    await migrate(conn)
+@asynccontextmanager
+async def running_writer(db_path: Path, busy_timeout_ms: int = 1000, **kwargs: int) -> AsyncIterator[Writer]:
+    """A started writer on a migrated file; closed at the end even when the test fails (closing twice is fine)."""
+    conn = await open_writer(str(db_path), "FULL", busy_timeout_ms)
     writer = Writer(conn, queue_max=kwargs.get("queue_max", 100_000), max_batch=kwargs.get("max_batch", 64))
-    writer.start()
-    return writer
+    try:
+        await migrate(conn)
+        writer.start()
+        yield writer
+    finally:
+        await writer.close(drain_seconds=5)
 
 
 async def test_shutdown_drains_everything_queued(db_path: Path) -> None:
-    writer = await open_writer_on(db_path)
-    for n in range(2000):
-        writer.submit(record(f"d{n}"), wait=False)
-    assert writer.depth > 0
-    await writer.close(drain_seconds=9)
-    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 2000
-    with pytest.raises(WriterUnavailable):
-        writer.submit(record("late"), wait=False)
+    async with running_writer(db_path) as writer:
+        for n in range(2000):
+            writer.submit(record(f"d{n}"), wait=False)
+        assert writer.depth > 0
+        assert await writer.close(drain_seconds=9)
+        assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 2000
+        with pytest.raises(WriterUnavailable):
+            writer.submit(record("late"), wait=False)
 
 
 async def test_shutdown_answers_every_waiting_item(db_path: Path) -> None:
-    writer = await open_writer_on(db_path, max_batch=10)
-    futures = [writer.submit(record(f"w{n}"), wait=True) for n in range(100)]
-    await writer.close(drain_seconds=9)
-    results = await asyncio.gather(*(f for f in futures if f is not None))
+    async with running_writer(db_path, max_batch=10) as writer:
+        futures = [writer.submit(record(f"w{n}"), wait=True) for n in range(100)]
+        assert await writer.close(drain_seconds=9)
+        results = await asyncio.gather(*(f for f in futures if f is not None))
     assert results == [Outcome.NEW] * 100
 
 
 async def test_drain_that_overruns_fails_items_instead_of_losing_them(db_path: Path, hold_lock: LockTaker) -> None:
-    writer = await open_writer_on(db_path)
-    hold_lock()
-    future = writer.submit(record("stuck"), wait=True)
-    assert future is not None
-    await writer.close(drain_seconds=0.3)
-    with pytest.raises((WriteFailed, WriterUnavailable)):
-        await future
+    # The lock wait (15 s) is far longer than the drain: closing must not wait for it.
+    async with running_writer(db_path, busy_timeout_ms=15_000) as writer:
+        hold_lock()
+        future = writer.submit(record("stuck"), wait=True)
+        assert future is not None
+        await asyncio.sleep(0.1)  # the writer has taken the item and waits for the lock
+        assert writer.depth == 0
+        started = time.monotonic()
+        closing = asyncio.create_task(writer.close(drain_seconds=0.3))
+        await asyncio.sleep(0.05)
+        assert writer.depth == 0, "the stop marker counts as a queued record"
+        assert not await closing
+        closed_in = time.monotonic() - started
+        with pytest.raises((WriteFailed, WriterUnavailable)):
+            await future
+    assert closed_in < 0.3 + 0.5, closed_in
 
 
 async def test_writer_batches_share_one_transaction(db_path: Path) -> None:
-    writer = await open_writer_on(db_path, max_batch=50)
-    futures = [writer.submit(record(f"b{n % 30}"), wait=True) for n in range(60)]
-    results = await asyncio.gather(*(f for f in futures if f is not None))
-    await writer.close(drain_seconds=5)
+    async with running_writer(db_path, max_batch=50) as writer:
+        futures = [writer.submit(record(f"b{n % 30}"), wait=True) for n in range(60)]
+        results = await asyncio.gather(*(f for f in futures if f is not None))
     assert results.count(Outcome.NEW) == 30
     assert results.count(Outcome.DUPLICATE) == 30
     assert writer.stats.batches <= 3
     assert rows(db_path, "SELECT sum(deliveries) FROM pushes")[0][0] == 60
 
 
+def with_body(call_id: str, intention: str) -> PushRecord:
+    body = orjson.dumps(sample(call_id=call_id, intention=intention))
+    return to_record(body, decode(body), utc_now())
+
+
+async def test_new_version_only_when_a_version_row_is_added(db_path: Path) -> None:
+    first, changed = with_body("v", "A"), with_body("v", "B")
+    async with running_writer(db_path, max_batch=64) as writer:
+        one_by_one = []
+        for item in (first, changed, changed, first):  # separate batches
+            future = writer.submit(item, wait=True)
+            assert future is not None
+            one_by_one.append(await future)
+        third = with_body("v", "C")
+        futures = [writer.submit(item, wait=True) for item in (third, third, changed)]  # one batch
+        in_one_batch = await asyncio.gather(*(f for f in futures if f is not None))
+    assert one_by_one == [Outcome.NEW, Outcome.NEW_VERSION, Outcome.DUPLICATE, Outcome.DUPLICATE]
+    assert in_one_batch == [Outcome.NEW_VERSION, Outcome.DUPLICATE, Outcome.DUPLICATE]
+    assert rows(db_path, "SELECT count(*) FROM push_versions")[0][0] == 2
+    assert rows(db_path, "SELECT deliveries FROM pushes")[0][0] == 7
+
+
 async def test_sample_bytes_round_trip_through_writer(db_path: Path) -> None:
-    writer = await open_writer_on(db_path)
-    future = writer.submit(to_record(SAMPLE_BYTES, decode(SAMPLE_BYTES), utc_now()), wait=True)
-    assert future is not None
-    assert await future is Outcome.NEW
-    await writer.close(drain_seconds=5)
+    async with running_writer(db_path) as writer:
+        future = writer.submit(to_record(SAMPLE_BYTES, decode(SAMPLE_BYTES), utc_now()), wait=True)
+        assert future is not None
+        assert await future is Outcome.NEW
     assert rows(db_path, "SELECT body FROM pushes")[0][0] == SAMPLE_BYTES.decode()
 
 
 async def test_duplicate_look_up_searches_the_index_instead_of_scanning(db_path: Path) -> None:
-    writer = await open_writer_on(db_path)
-    for n in range(50):
-        writer.submit(record(f"s{n}"), wait=False)
-    await writer.close(drain_seconds=5)
+    async with running_writer(db_path) as writer:
+        for n in range(50):
+            writer.submit(record(f"s{n}"), wait=False)
     with sqlite3.connect(db_path) as conn:
         conn.execute("ANALYZE")
     plan = rows(db_path, "EXPLAIN QUERY PLAN " + stored_hashes_sql(2), ("w", "n", "a", "w", "n", "b"))
