@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from storage.connection import NotWal, open_writer
@@ -50,7 +51,7 @@ async def test_newer_schema_is_refused(db_path: Path) -> None:
         await conn2.close()
 
 
-async def test_two_processes_migrating_at_once_apply_each_step_once(db_path: Path) -> None:
+async def test_two_writers_migrating_at_once_apply_each_step_once(db_path: Path) -> None:
     first = await open_writer(str(db_path), "FULL", 5000)
     second = await open_writer(str(db_path), "FULL", 5000)
     try:
@@ -63,8 +64,13 @@ async def test_two_processes_migrating_at_once_apply_each_step_once(db_path: Pat
 
 
 async def test_a_database_without_wal_is_refused_at_open() -> None:
-    with pytest.raises(NotWal, match="must support WAL"):
-        await open_writer(":memory:", "FULL", 1000)
+    opened: list[aiosqlite.Connection] = []
+    try:
+        with pytest.raises(NotWal, match="must support WAL"):
+            opened.append(await open_writer(":memory:", "FULL", 1000))
+    finally:  # an open connection's thread would keep the test run from exiting
+        for conn in opened:
+            await conn.close()
 
 
 @pytest.mark.parametrize("command", [["purge", "--older-than", "90d"], ["reprocess-rejects"]])

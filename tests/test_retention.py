@@ -145,3 +145,16 @@ def test_reprocess_rejects_takes_in_what_is_valid_now(tmp_path: Path, capsys: py
     assert main(["reprocess-rejects", "--db", str(db)]) == 0
     assert "took in 0 rejected bodies" in capsys.readouterr().out
     assert rows(db, "SELECT sum(deliveries) FROM pushes")[0][0] == 3
+
+
+def test_reprocess_rejects_stores_a_push_only_with_its_mark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(tmp_path / "db.sqlite3")
+    add_reject(db, SAMPLE_BYTES)
+    with sqlite3.connect(db) as conn:  # the mark fails: the push of the same commit must not stay
+        conn.execute("CREATE TRIGGER no_marks BEFORE UPDATE ON rejects BEGIN SELECT RAISE(ABORT, 'marks refused'); END")
+    assert main(["reprocess-rejects", "--db", str(db)]) == 2
+    said = capsys.readouterr()
+    assert said.err.startswith("airudder-receiver: reprocess-rejects on ")
+    assert "marks refused" in said.err
+    assert rows(db, "SELECT count(*) FROM pushes")[0][0] == 0
+    assert rows(db, "SELECT reprocessed_at FROM rejects")[0][0] is None
