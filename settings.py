@@ -95,7 +95,7 @@ class Settings:
         )
         _require(self.busy_timeout_ms >= 0, "busy_timeout_ms must not be negative")
         _require(self.retry_after >= 1, "retry_after must be at least 1 second")
-        _require(0 < self.shutdown_timeout <= 8, "shutdown_timeout must be more than 0 and at most 8 seconds")
+        _require(0 < self.shutdown_timeout <= 7, "shutdown_timeout must be more than 0 and at most 7 seconds")
         formats = ", ".join(LOG_FORMATS)
         _require(self.log_format in LOG_FORMATS, f"log_format must be one of {formats}, not {self.log_format!r}")
         _require(
