@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,8 @@ def _escape_one(match: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """``text`` on one line: control characters written as escapes such as ``\\n`` and ``\\x1b``."""
-    return _UNSAFE.sub(_escape_one, text)
+    # Every character _UNSAFE matches is non-printable, so a printable text (most of them) skips the regex.
+    return text if text.isprintable() else _UNSAFE.sub(_escape_one, text)
 
 
 class _Masking(logging.Formatter):
@@ -36,13 +38,28 @@ class _Masking(logging.Formatter):
         super().__init__()
         self._segment = re.compile(re.escape(push_path) + r"/[^\s\"'?&#]+")
         self._replacement = push_path + "/***"
+        self._segment_start = push_path + "/"
         self._token = token
+        self._second = -1
+        self._second_text = ""
 
     def mask(self, text: str) -> str:
-        text = self._segment.sub(self._replacement, text)
+        # The regex needs the push path and a slash; most lines have neither, and a substring test is cheaper.
+        if self._segment_start in text:
+            text = self._segment.sub(self._replacement, text)
         if self._token:
             text = text.replace(self._token, "***")
         return text
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The default format, with the date and time worked out once per second rather than per line."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"
 
     def _fields(self, record: logging.LogRecord) -> dict[str, Any]:
         fields = getattr(record, "fields", None)
@@ -109,6 +126,10 @@ class ClientFaults(logging.Filter):
 
 
 def configure(log_format: str, level: str, push_path: str, token: str) -> None:
+    # No formatter here reads the caller's file and line, thread or process: the logging module's own
+    # switches spare looking them up for every record.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     formatter_class = JsonFormatter if log_format == "json" else TextFormatter
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter_class(push_path, token))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 from urllib.parse import quote
 
 import orjson
 import pytest
 
-from logs import JsonFormatter, resolve_format
+from logs import JsonFormatter, TextFormatter, escape, resolve_format
 from tests.conftest import SAMPLE_BYTES, free_port, sample
 from tests.process import get, post, run_server_to_exit, running_server
 
@@ -93,3 +94,35 @@ def test_json_lines_stay_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     line = formatter.format(record)
     assert not set(line) & set("\n\r\x1b")
     assert orjson.loads(line)["message"] == "GET /x\n\r\x1b\u2028y"
+
+
+def test_escape_changes_exactly_the_unsafe_characters() -> None:
+    # Every control character and line separator is escaped; every other character, printable or not
+    # (a no-break space, a zero-width space, an unassigned code point), passes unchanged.
+    for code in range(0x3000):
+        char = chr(code)
+        unsafe = unicodedata.category(char) == "Cc" or char in "\u2028\u2029"
+        escaped = escape(f"a{char}b")
+        assert (escaped != f"a{char}b") == unsafe, hex(code)
+        if unsafe:
+            assert escaped.startswith("a\\"), hex(code)
+            assert escaped.isprintable(), hex(code)
+
+
+def test_text_lines_mask_tokens_and_keep_the_default_time() -> None:
+    formatter = TextFormatter("/push", "s3cret")
+    default = logging.Formatter()
+
+    def line(message: str, created: float) -> str:
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, message, (), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        record.fields = {"query": "key=s3cret"}
+        text = formatter.format(record)
+        assert text.startswith(default.formatTime(record) + " INFO ")
+        return text.split(" ", 2)[2]
+
+    # Within one second, across a second and across a day, the time matches the logging module's own.
+    assert line("POST /push/abc?x=1", 1_790_000_000.001) == "INFO POST /push/***?x=1 query=key=***"
+    assert line("GET /s3cret/y", 1_790_000_000.999) == "INFO GET /***/y query=key=***"
+    assert line("GET /pushes", 1_790_000_001.5) == "INFO GET /pushes query=key=***"
+    assert line("GET /push", 1_790_086_400.25) == "INFO GET /push query=key=***"
