@@ -6,37 +6,29 @@ import argparse
 import asyncio
 import logging
 import signal
-import sqlite3
 import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 from aiohttp import web
 
-import logs
-from commands import COMMANDS
-from event_hub import EventHub
-from exits import fail
-from handlers import api, inspector, openapi
+from commands import COMMANDS, run_command
+from handlers.access import ACCESS, AccessPolicy
 from handlers.errors import errors_and_access_log
-from handlers.events import push_events
-from handlers.health import healthz, readyz
-from handlers.keys import ACCESS, EVENTS, METRICS, READERS, READY_PROBE, SETTINGS, WRITER
-from handlers.metrics import metrics, time_requests
-from handlers.push import receive_push
-from handlers.push_access import AccessPolicy
+from handlers.event_hub import EventHub
+from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, SETTINGS, WRITER
+from handlers.metrics import time_requests
+from handlers.metrics_registry import Metrics
 from handlers.ready_probe import ReadyProbe
-from metrics import Metrics
-from push_lines import log_pushes
-from settings import LOG_FORMATS, ConfigError, Settings, load
-from storage.connection import open_writer
-from storage.migrations import migrate
-from storage.readers import ReaderPool
-from storage.writer import Writer
-from systemd_notify import Notifier
+from handlers.routes import setup_routes
+from plumbing import logs
+from plumbing.exits import fail
+from plumbing.push_lines import log_pushes
+from plumbing.settings import DRAIN_SECONDS, LOG_FORMATS, ConfigError, Settings, load
+from plumbing.systemd_notify import Notifier
+from storage.database import Database, DatabaseUnavailable
 
 log = logging.getLogger("airudder_receiver")
 
@@ -45,70 +37,39 @@ class StartupError(Exception):
     """The server cannot start; the message is one sentence for the operator."""
 
 
-# From the signal to the end of the drain. The tests and the contract allow 10 s to exit; the 2 s left
-# cover cancelling a writer stuck on another process's lock (one 100 ms attempt), closing the file and
-# a loaded machine.
-EXIT_BUDGET = 8.0
-
-
-def writer_context(settings: Settings) -> Any:
+def database_context(settings: Settings) -> Any:
+    """The database for the app's whole life: opened and migrated at start, drained and closed at the end."""
     stopping_since: list[float] = []
 
     async def mark_stopping(app: web.Application) -> None:
         stopping_since.append(asyncio.get_running_loop().time())
 
     @asynccontextmanager
-    async def run_writer(app: web.Application) -> AsyncIterator[None]:
-        connect = partial(open_writer, settings.db_path, settings.synchronous, settings.busy_timeout_ms)
+    async def run_database(app: web.Application) -> AsyncIterator[None]:
+        database = Database(settings)
         try:
-            conn = await connect()
-        except (OSError, sqlite3.Error) as exc:
-            raise StartupError(f"cannot open the database {settings.db_path}: {exc}") from exc
-        try:
-            applied = await migrate(conn)
-        except (sqlite3.Error, RuntimeError) as exc:
-            await conn.close()
-            raise StartupError(f"cannot prepare the database {settings.db_path}: {exc}") from exc
-        if applied:
-            log.info("database %s migrated: %s", settings.db_path, ", ".join(applied))
-        writer = Writer(
-            conn,
-            queue_max=settings.queue_max,
-            queue_max_bytes=settings.queue_max_bytes,
-            max_batch=settings.max_batch,
-            reopen=connect,
-        )
+            await database.open_writer()
+        except DatabaseUnavailable as exc:
+            raise StartupError(str(exc)) from exc
+        writer = database.writer
         writer.add_listener(app[METRICS].on_commit)
         writer.add_listener(app[EVENTS].on_commit)
-        if settings.dev:
+        if settings.log_pushes:
             writer.add_listener(log_pushes)
         app[METRICS].watch_queue(lambda: writer.depth)
-        writer.start()
         app[WRITER] = writer
+        app[READERS] = database.readers
         app.on_shutdown.append(mark_stopping)
         yield
         # Runs after the HTTP side has stopped and in-flight requests have finished: the drain gets
-        # what is left of the budget, and at least a second.
+        # what is left of its budget, and at least a second.
         elapsed = asyncio.get_running_loop().time() - stopping_since[0] if stopping_since else 0.0
-        if await writer.close(drain_seconds=max(1.0, EXIT_BUDGET - elapsed)):
+        if await database.close(drain_seconds=max(1.0, DRAIN_SECONDS - elapsed)):
             log.info("writer drained and database closed")
         else:
             log.error("database closed with queued records left unwritten")
 
-    return run_writer
-
-
-def readers_context(settings: Settings) -> Any:
-    """The read-only pool for /api; it follows the writer's context, so the schema is current."""
-
-    @asynccontextmanager
-    async def run_readers(app: web.Application) -> AsyncIterator[None]:
-        pool = ReaderPool(settings.db_path, settings.api_readers, settings.busy_timeout_ms)
-        app[READERS] = pool
-        yield
-        await pool.close()
-
-    return run_readers
+    return run_database
 
 
 async def _end_event_streams(app: web.Application) -> None:
@@ -116,29 +77,15 @@ async def _end_event_streams(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        middlewares=[time_requests, errors_and_access_log], client_max_size=settings.max_body_bytes + 1
-    )
+    app = web.Application(middlewares=[time_requests, errors_and_access_log])
     app[SETTINGS] = settings
     app[METRICS] = Metrics(settings.db_path)
     app[EVENTS] = EventHub()
-    app.on_shutdown.append(_end_event_streams)
     app[ACCESS] = AccessPolicy.from_settings(settings)
     app[READY_PROBE] = ReadyProbe()
-    app.cleanup_ctx.append(writer_context(settings))
-    app.cleanup_ctx.append(readers_context(settings))
-    app.router.add_post(settings.push_path, receive_push)
-    if settings.push_token:
-        # Every path under the push path reaches the handler, so that each wrong guess is counted.
-        app.router.add_post(f"{settings.push_path}/{{token:.*}}", receive_push)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_routes(api.routes)
-    app.router.add_routes(openapi.routes)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/events", push_events)
-    if settings.serves_inspector:
-        inspector.add_routes(app)
+    app.on_shutdown.append(_end_event_streams)
+    app.cleanup_ctx.append(database_context(settings))
+    setup_routes(app, settings)
     return app
 
 
@@ -180,7 +127,7 @@ async def serve(settings: Settings) -> None:
             settings.push_path,
             settings.db_path,
             settings.ack,
-            ", inspector on /" if settings.serves_inspector else "",
+            ", inspector on /" if settings.inspector else "",
         )
         notifier.ready(f"listening on {settings.host}:{settings.port}")
         # Pings stop when the writer dies, so that systemd restarts a server that can no longer store.
@@ -214,7 +161,6 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--dev",
         action="store_true",
-        default=None,
         help="local development: 127.0.0.1 only, text logs, one line per push, inspector page on /",
     )
     for command in COMMANDS:
@@ -229,15 +175,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
-    overrides = {name: getattr(args, name, None) for name in ("host", "port", "db_path", "log_format", "dev")}
+    overrides = {name: getattr(args, name, None) for name in ("host", "port", "db_path", "log_format")}
     try:
-        settings = load(args.config, overrides)
+        settings = load(args.config, overrides, dev=bool(getattr(args, "dev", False)))
     except ConfigError as exc:
         return fail(str(exc))
     if args.command != "serve":
         command = next(c for c in COMMANDS if args.command == c.NAME)
-        return int(command.run(args, settings))
-    log_format = logs.resolve_format(settings.log_format, settings.dev)
+        return run_command(command, args, settings)
+    log_format = logs.resolve_format(settings.log_format)
     logs.configure(log_format, settings.log_level, settings.push_path, settings.push_token)
     try:
         asyncio.run(serve(settings))

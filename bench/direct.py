@@ -32,7 +32,7 @@ async def create_schema(path: str, synchronous: str) -> None:
     """Open the file the way the receiver does (WAL, ``synchronous``) and apply its migrations."""
     conn = await open_writer(path, synchronous, busy_timeout_ms=3000)
     try:
-        await migrate(conn)
+        await migrate(conn, 1.0)
     finally:
         await conn.close()
 

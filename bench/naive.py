@@ -12,8 +12,8 @@ from aiohttp import web
 
 from bench.baseline import EMPTY_OBJECT, serve
 from bench.direct import INSERT_PUSH, connect, create_schema, push_row
-from handlers.errors import ApiError, error_response
-from handlers.payload import decode, to_record
+from handlers.errors import error_response, http_error
+from handlers.payload import InvalidPush, decode, to_record
 from storage.records import utc_now
 
 CONNECTION = web.AppKey("connection", sqlite3.Connection)
@@ -27,8 +27,10 @@ async def insert_and_commit(request: web.Request) -> web.Response:
     body = await request.read()
     try:
         record = to_record(body, decode(body), utc_now())
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.detail)
+    except InvalidPush as exc:
+        error = http_error(exc, retry_after=1)
+        assert error is not None  # every InvalidPush is mapped
+        return error_response(error)
     conn = request.app[CONNECTION]
     conn.execute(INSERT_PUSH + _COUNT_DUPLICATE, push_row(record))
     conn.commit()

@@ -1,16 +1,23 @@
 """Sub-commands of ``airudder-receiver`` besides ``serve``; each module offers ``add_arguments`` and ``run``.
 
 To add one: write a module here with ``NAME``, ``HELP``, ``add_arguments(parser)`` and
-``run(args, settings) -> int`` (its exit code), and list it in ``COMMANDS``.
+``run(args, settings) -> int`` (its exit code), and list it in ``COMMANDS``. A command raises what it
+cannot get past; ``run_command`` says it in one sentence and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 from typing import Protocol
 
 from commands import export, purge, reprocess_rejects, send_sample, stats
-from settings import Settings
+from plumbing.exits import CommandFailed, fail
+from plumbing.settings import Settings
+from storage.database import DatabaseUnavailable
+from storage.filters import FilterError
+from storage.migrations import SchemaTooNew
+from storage.writer import STORE_ERRORS
 
 
 class Command(Protocol):
@@ -24,3 +31,15 @@ class Command(Protocol):
 
 # Modules match the protocol (mypy checks each one).
 COMMANDS: tuple[Command, ...] = (export, stats, purge, reprocess_rejects, send_sample)
+
+# What a command may run into that is the operator's to fix, not a bug.
+COMMAND_ERRORS = (CommandFailed, DatabaseUnavailable, FilterError, SchemaTooNew, OSError, *STORE_ERRORS)
+
+
+def run_command(command: Command, args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        return command.run(args, settings)
+    except COMMAND_ERRORS as exc:
+        return fail(f"{command.NAME}: {exc}")
+    except sqlite3.Error as exc:
+        return fail(f"{command.NAME}: the database {settings.db_path} failed: {exc}")

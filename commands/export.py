@@ -12,11 +12,9 @@ from typing import IO, Any
 
 import orjson
 
-from commands.database import NoDatabase, existing_database
-from exits import fail
-from settings import Settings
-from storage.connection import open_reader
-from storage.filters import EXACT_FILTERS, TIME_FILTERS, FilterError, parse_push_filter
+from plumbing.settings import Settings
+from storage.database import Database
+from storage.filters import EXACT_FILTERS, TIME_FILTERS, parse_push_filter
 from storage.queries import PUSH_COLUMNS, iter_pushes
 
 NAME = "export"
@@ -41,14 +39,14 @@ def filter_params(args: argparse.Namespace) -> dict[str, str]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-async def _export(path: str, args: argparse.Namespace, out: IO[str], busy_timeout_ms: int) -> int:
+async def _export(database: Database, args: argparse.Namespace, out: IO[str]) -> int:
     push_filter = parse_push_filter(filter_params(args))
     as_csv = args.format == "csv"
     writer: Any = csv.writer(out) if as_csv else None
     if as_csv:
         writer.writerow(PUSH_COLUMNS)
     count = 0
-    conn = await open_reader(path, busy_timeout_ms, chunk_rows=CHUNK_ROWS)
+    conn = await database.open_reader(chunk_rows=CHUNK_ROWS)
     try:
         # aclosing: if writing fails (a closed pipe), the query is finished before the connection closes.
         async with aclosing(iter_pushes(conn, push_filter, with_body=not as_csv)) as items:
@@ -67,11 +65,12 @@ async def _export(path: str, args: argparse.Namespace, out: IO[str], busy_timeou
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    database = Database(settings)
+    database.require_file()
     try:
-        path = existing_database(settings)
         out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
         try:
-            count = asyncio.run(_export(path, args, out, settings.busy_timeout_ms))
+            count = asyncio.run(_export(database, args, out))
         finally:
             if args.output:
                 out.close()
@@ -79,7 +78,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # The reader stopped early (``export | head``): not an error, and nothing more to say.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (NoDatabase, FilterError, OSError) as exc:
-        return fail(str(exc))
     print(f"exported {count} pushes", file=sys.stderr)
     return 0

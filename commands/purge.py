@@ -10,10 +10,8 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
-from commands.database import DATABASE_ERRORS, NoDatabase, existing_database
-from exits import fail
-from settings import Settings
-from storage.connection import open_writer
+from plumbing.settings import Settings
+from storage.database import Database
 from storage.migrations import migrate
 from storage.records import utc_text
 from storage.retention import Removed, purge
@@ -38,23 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def _run(settings: Settings, path: str, cutoff: str, keep_typed: bool) -> Removed:
-    conn = await open_writer(path, settings.synchronous, settings.busy_timeout_ms)
+async def _run(database: Database, cutoff: str, keep_typed: bool) -> Removed:
+    conn = await database.connect_writer()
     try:
-        await migrate(conn)
-        return await purge(conn, cutoff, keep_typed)
+        await migrate(conn, database.lock_wait)
+        return await purge(conn, database.lock_wait, cutoff, keep_typed)
     finally:
         await conn.close()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     cutoff = utc_text(datetime.now(UTC) - args.older_than)
-    try:
-        removed = asyncio.run(_run(settings, existing_database(settings), cutoff, args.keep_typed))
-    except NoDatabase as exc:
-        return fail(str(exc))
-    except DATABASE_ERRORS as exc:
-        return fail(f"purge of {settings.db_path} stopped: {exc}")
+    database = Database(settings)
+    database.require_file()
+    removed = asyncio.run(_run(database, cutoff, args.keep_typed))
     if args.keep_typed:
         print(
             f"dropped the raw bodies of {removed.bodies} pushes, {removed.versions} differing versions and"

@@ -16,14 +16,10 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from commands.database import DATABASE_ERRORS, NoDatabase, existing_database
-from exits import fail
-from handlers.errors import ApiError
-from handlers.payload import decode, to_record
-from settings import Settings
+from handlers.payload import InvalidPush, decode, to_record
+from plumbing.settings import DRAIN_SECONDS, Settings
 from storage import queries
-from storage.connection import open_reader, open_writer
-from storage.migrations import migrate
+from storage.database import Database
 from storage.records import Outcome, ReprocessedReject
 from storage.writer import Writer
 
@@ -52,7 +48,7 @@ async def reprocess(reader: aiosqlite.Connection, writer: Writer) -> Report:
         for reject_id, received_at, body in chunk:
             try:
                 records.append(ReprocessedReject(reject_id, to_record(body, decode(body), received_at)))
-            except ApiError as exc:
+            except InvalidPush as exc:
                 report.still_invalid[exc.code] += 1
         futures = [writer.submit(record, wait=True) for record in records]
         # Every answer is collected before one failure is raised, so that none is left unread.
@@ -64,28 +60,22 @@ async def reprocess(reader: aiosqlite.Connection, writer: Writer) -> Report:
     return report
 
 
-async def _run(settings: Settings, path: str) -> Report:
-    conn = await open_writer(path, settings.synchronous, settings.busy_timeout_ms)
-    writer = Writer(conn, queue_max=CHUNK_ROWS, max_batch=settings.max_batch)
-    try:  # writer.close() closes conn, also when set-up below fails before the writer starts
-        await migrate(conn)
-        reader = await open_reader(path, settings.busy_timeout_ms)
+async def _run(database: Database) -> Report:
+    await database.open_writer()
+    try:
+        reader = await database.open_reader()
         try:
-            writer.start()
-            return await reprocess(reader, writer)
+            return await reprocess(reader, database.writer)
         finally:
             await reader.close()
     finally:
-        await writer.close(drain_seconds=settings.ack_timeout)
+        await database.close(drain_seconds=DRAIN_SECONDS)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        report = asyncio.run(_run(settings, existing_database(settings)))
-    except NoDatabase as exc:
-        return fail(str(exc))
-    except DATABASE_ERRORS as exc:
-        return fail(f"reprocess-rejects on {settings.db_path} stopped: {exc}")
+    database = Database(settings)
+    database.require_file()
+    report = asyncio.run(_run(database))
     taken = sum(report.taken_in.values())
     detail = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.taken_in.items()))
     print(f"took in {taken} rejected bodies" + (f" ({detail}); marked them reprocessed" if taken else ""))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import orjson
 
-from addresses import WILDCARD_TO_LOOPBACK
-from exits import fail
-from settings import Settings
+from plumbing.addresses import WILDCARD_TO_LOOPBACK
+from plumbing.exits import fail
+from plumbing.settings import Settings
 
 NAME = "send-sample"
 HELP = "post the vendor's sample push (or --file) like AIRudder's sender, with its retries"
@@ -103,8 +103,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         tls = trust_own_certificate(settings) if settings.tls_cert and not args.url else None
     except (OSError, ssl.SSLError) as exc:
-        print(f"send-sample: cannot load tls_cert {settings.tls_cert}: {exc}")
-        return 2
+        return fail(f"send-sample: cannot load tls_cert {settings.tls_cert}: {exc}")
     # The push token is a secret: it is used, never shown.
     shown = url.replace(settings.push_token, "***") if settings.push_token else url
     attempts = args.retries + 1

@@ -8,11 +8,9 @@ from typing import Any
 
 import orjson
 
-from commands.database import NoDatabase, existing_database
-from exits import fail
-from settings import Settings
+from plumbing.settings import Settings
 from storage import queries
-from storage.connection import open_reader
+from storage.database import Database
 
 NAME = "stats"
 HELP = "print totals, duplicates, rejects and counts by workflow, node and intention"
@@ -22,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the same JSON document as GET /api/stats")
 
 
-async def _stats(path: str, busy_timeout_ms: int) -> dict[str, Any]:
-    conn = await open_reader(path, busy_timeout_ms)
+async def _stats(database: Database) -> dict[str, Any]:
+    conn = await database.open_reader()
     try:
         return await queries.stats(conn)
     finally:
@@ -51,9 +49,6 @@ def render(stats: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        stats = asyncio.run(_stats(existing_database(settings), settings.busy_timeout_ms))
-    except NoDatabase as exc:
-        return fail(str(exc))
+    stats = asyncio.run(_stats(Database(settings)))
     print(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode() if args.json else render(stats))
     return 0

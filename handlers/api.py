@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
@@ -12,17 +12,14 @@ from aiohttp import web
 
 from handlers.access import read_access
 from handlers.errors import ApiError
-from handlers.keys import READERS, SETTINGS
+from handlers.keys import READERS
 from storage import queries
-from storage.filters import EXACT_FILTERS, TIME_FILTERS, FilterError, parse_after, parse_int, parse_push_filter
-from storage.readers import ReadersBusy
+from storage.filters import EXACT_FILTERS, TIME_FILTERS, parse_after, parse_int, parse_push_filter
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 PUSH_PARAMS = (*EXACT_FILTERS, *TIME_FILTERS, "after", "before", "order", "limit")
 REJECT_PARAMS = ("reason", "after", "limit")
-
-routes = web.RouteTableDef()
 
 
 def json_response(data: Any) -> web.Response:
@@ -42,23 +39,11 @@ def query_params(request: web.Request, allowed: Collection[str]) -> dict[str, st
     return params
 
 
-@contextmanager
-def checked_parameters() -> Iterator[None]:
-    """A filter value that cannot be used is the client's mistake: 400 with the same error shape."""
-    try:
-        yield
-    except FilterError as exc:
-        raise ApiError(400, "invalid_parameter", str(exc)) from None
-
-
 @asynccontextmanager
 async def reader(request: web.Request) -> AsyncIterator[aiosqlite.Connection]:
-    """A connection from the read pool; 503 when none comes free in time."""
-    try:
-        async with request.app[READERS].connection() as conn:
-            yield conn
-    except ReadersBusy as exc:
-        raise ApiError(503, "readers_busy", f"{exc}; retry later", request.app[SETTINGS].retry_after) from None
+    """A connection from the read pool (ReadersBusy when none comes free in time)."""
+    async with request.app[READERS].connection() as conn:
+        yield conn
 
 
 def page_limit(params: Mapping[str, str]) -> int:
@@ -71,13 +56,11 @@ def page(items: list[dict[str, Any]], cursor: str) -> web.Response:
     return json_response({"items": items, "next_after": items[-1][cursor] if items else None})
 
 
-@routes.get("/api/pushes")
 @read_access
 async def list_pushes(request: web.Request) -> web.Response:
     params = query_params(request, PUSH_PARAMS)
-    with checked_parameters():
-        push_filter = parse_push_filter(params)
-        limit = page_limit(params)
+    push_filter = parse_push_filter(params)
+    limit = page_limit(params)
     async with reader(request) as conn:
         items = await queries.page_pushes(conn, push_filter, limit)
     if push_filter.newest_first:
@@ -86,7 +69,6 @@ async def list_pushes(request: web.Request) -> web.Response:
     return page(items, "seq")
 
 
-@routes.get("/api/pushes/{workflow_id}/{node_id}/{call_id}")
 @read_access
 async def show_push(request: web.Request) -> web.Response:
     query_params(request, ())
@@ -98,7 +80,6 @@ async def show_push(request: web.Request) -> web.Response:
     return json_response(push)
 
 
-@routes.get("/api/stats")
 @read_access
 async def show_stats(request: web.Request) -> web.Response:
     query_params(request, ())
@@ -106,13 +87,11 @@ async def show_stats(request: web.Request) -> web.Response:
         return json_response(await queries.stats(conn))
 
 
-@routes.get("/api/rejects")
 @read_access
 async def list_rejects(request: web.Request) -> web.Response:
     params = query_params(request, REJECT_PARAMS)
-    with checked_parameters():
-        after = parse_after(params)
-        limit = page_limit(params)
+    after = parse_after(params)
+    limit = page_limit(params)
     async with reader(request) as conn:
         items = await queries.page_rejects(conn, after, limit, params.get("reason"))
     return page(items, "id")

@@ -1,4 +1,5 @@
-"""Domain errors and the one middleware that turns every error into the same JSON shape."""
+"""The edge: domain errors mapped to HTTP statuses in one table, and the one middleware that turns every
+error into the same JSON shape."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from handlers.keys import SETTINGS
+from handlers.payload import InvalidPush
+from storage.filters import FilterError
+from storage.readers import ReadersBusy
+from storage.writer import CommitTimeout, WriteFailed, WriterUnavailable
+
 log = logging.getLogger("airudder_receiver.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -19,7 +26,10 @@ LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
 
 
 class ApiError(Exception):
-    """An error answered as ``{"error": code, "detail": detail}`` with ``status``."""
+    """An error answered as ``{"error": code, "detail": detail}`` with ``status``.
+
+    Handlers raise it for what only HTTP knows (a body too large, a missing token); everything the
+    domain raises is mapped to one in ``http_error``."""
 
     def __init__(
         self,
@@ -37,19 +47,41 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_response(
-    status: int,
-    code: str,
-    detail: str,
-    retry_after: int | None = None,
-    extra_headers: Mapping[str, str] | None = None,
-) -> web.Response:
-    headers = dict(extra_headers or {})
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
+# A push that fails its checks: unreadable JSON is 400, a readable push without a usable identity is 422.
+INVALID_PUSH_STATUS = {"invalid_json": 400, "not_an_object": 400, "missing_field": 422, "invalid_field": 422}
+
+
+def http_error(exc: Exception, retry_after: int) -> ApiError | None:
+    """The answer for ``exc``, or None when it is not an error the domain raises on purpose.
+
+    What the storage could not do now is a 503 with ``Retry-After``: AIRudder's sender then retries.
+    """
+    match exc:
+        case ApiError():
+            return exc
+        case InvalidPush():
+            return ApiError(INVALID_PUSH_STATUS[exc.code], exc.code, exc.detail)
+        case FilterError():
+            return ApiError(400, "invalid_parameter", str(exc))
+        case WriterUnavailable():
+            detail = f"the push was not taken ({exc.cause.replace('_', ' ')}); retry later"
+            return ApiError(503, exc.cause, detail, retry_after)
+        case CommitTimeout():
+            return ApiError(503, "commit_timeout", f"{exc}; retry later", retry_after)
+        case WriteFailed():
+            return ApiError(503, "storage_error", "the database did not take the push; retry later", retry_after)
+        case ReadersBusy():
+            return ApiError(503, "readers_busy", f"{exc}; retry later", retry_after)
+    return None
+
+
+def error_response(error: ApiError) -> web.Response:
+    headers = dict(error.headers or {})
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
     return web.Response(
-        status=status,
-        body=orjson.dumps({"error": code, "detail": detail}),
+        status=error.status,
+        body=orjson.dumps({"error": error.code, "detail": error.detail}),
         content_type="application/json",
         headers=headers,
     )
@@ -67,20 +99,20 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     request[LOG_FIELDS] = fields
     try:
         response = await handler(request)
-    except ApiError as exc:
-        fields.setdefault("error", exc.code)
-        response = error_response(exc.status, exc.code, exc.detail, exc.retry_after, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
         fields.setdefault("error", code)
         detail = _HTTP_DETAILS.get(exc.status, "{reason}").format(reason=exc.reason, method=request.method)
-        response = error_response(exc.status, code, detail)
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        fields["error"] = "internal"
-        response = error_response(500, "internal", "the server failed to handle this request")
+        response = error_response(ApiError(exc.status, code, detail))
+    except Exception as exc:
+        error = http_error(exc, request.app[SETTINGS].retry_after)
+        if error is None:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            error = ApiError(500, "internal", "the server failed to handle this request")
+        fields.setdefault("error", error.code)
+        response = error_response(error)
     fields["status"] = response.status
     fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
     log.info("%s %s", request.method, request.path, extra={"fields": fields})

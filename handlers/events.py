@@ -12,9 +12,9 @@ import contextlib
 
 from aiohttp import web
 
-from event_hub import END
 from handlers.access import read_access
 from handlers.api import query_params
+from handlers.event_hub import END
 from handlers.keys import EVENTS
 
 # A comment line this often keeps proxies from closing an idle stream and finds clients that left.

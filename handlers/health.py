@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.errors import ApiError
+from handlers.errors import http_error
 from handlers.keys import READY_PROBE, WRITER
 from handlers.push import store
 from storage.records import WriteProbe, utc_now
+from storage.writer import STORE_ERRORS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -17,8 +18,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def probe_write(request: web.Request) -> str | None:
     try:
         await store(request, WriteProbe(utc_now()), 0, wait=True)
-    except ApiError as exc:
-        return f"the database did not take a write ({exc.code})"
+    except STORE_ERRORS as exc:
+        error = http_error(exc, 0)
+        return f"the database did not take a write ({error.code if error else exc})"
     return None
 
 

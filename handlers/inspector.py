@@ -13,8 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from addresses import is_loopback
-from handlers.access import check_read_access
+from handlers.access import ACCESS
 
 ASSETS = Path(__file__).parent / "inspector_assets"
 _CONTENT_TYPES = {"index.html": "text/html", "inspector.css": "text/css", "inspector.js": "text/javascript"}
@@ -35,25 +34,14 @@ def _asset(name: str) -> web.Response:
     )
 
 
-def check_shell_access(request: web.Request) -> None:
-    """Loopback peers get the shell as it is; others must pass the read rule (see the module docstring)."""
-    if not is_loopback(request.remote):
-        check_read_access(request)
-
-
 async def page(request: web.Request) -> web.Response:
-    check_shell_access(request)
+    request.app[ACCESS].check_shell(request)
     return _asset("index.html")
 
 
 async def asset(request: web.Request) -> web.Response:
-    check_shell_access(request)
+    request.app[ACCESS].check_shell(request)
     name = request.match_info["name"]
     if name not in _FILES or name == "index.html":
         raise web.HTTPNotFound()
     return _asset(name)
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", page)
-    app.router.add_get("/inspector/{name}", asset)

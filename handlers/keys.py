@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from event_hub import EventHub
-from handlers.push_access import AccessPolicy
+from handlers.event_hub import EventHub
+from handlers.metrics_registry import Metrics
 from handlers.ready_probe import ReadyProbe
-from metrics import Metrics
-from settings import Settings
+from plumbing.settings import Settings
 from storage.readers import ReaderPool
 from storage.writer import Writer
 
@@ -17,5 +16,4 @@ WRITER = web.AppKey("writer", Writer)
 READERS = web.AppKey("readers", ReaderPool)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", EventHub)
-ACCESS = web.AppKey("access", AccessPolicy)
 READY_PROBE = web.AppKey("ready_probe", ReadyProbe)

@@ -11,8 +11,6 @@ from handlers.api import DEFAULT_LIMIT, MAX_LIMIT, PUSH_PARAMS, REJECT_PARAMS, j
 from storage.filters import EXACT_FILTERS
 from storage.queries import PUSH_COLUMNS, REJECT_COLUMNS
 
-routes = web.RouteTableDef()
-
 _TEXT = {"type": "string"}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _INT = {"type": "integer"}
@@ -169,7 +167,6 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-@routes.get("/api/openapi.json")
 @read_access
 async def openapi(request: web.Request) -> web.Response:
     query_params(request, ())

@@ -12,10 +12,19 @@ from typing import Any
 
 import orjson
 
-from handlers.errors import ApiError
 from storage.records import PushRecord
 
 MAX_IDENTITY_LENGTH = 512
+
+
+class InvalidPush(Exception):
+    """A body that cannot be stored as a push: ``code`` names the problem, ``detail`` says it to the sender."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
 
 STR, INT, OBJ, ARR = "a string", "an integer", "an object", "an array"
 _PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {STR: str, INT: int, OBJ: dict, ARR: list}
@@ -62,28 +71,28 @@ _ABSENT = object()
 def decode(body: bytes) -> dict[str, Any]:
     """Parse the body; anything but a JSON object is a 400."""
     if not body.strip():
-        raise ApiError(400, "invalid_json", "the body is empty; a push is a JSON object")
+        raise InvalidPush("invalid_json", "the body is empty; a push is a JSON object")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise InvalidPush("invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "not_an_object", f"the body is {_type_name(data)}, but a push is a JSON object")
+        raise InvalidPush("not_an_object", f"the body is {_type_name(data)}, but a push is a JSON object")
     return data
 
 
 def _identity(container: dict[str, Any], name: str, path: str) -> str:
     if name not in container:
-        raise ApiError(422, "missing_field", f"{path} is missing")
+        raise InvalidPush("missing_field", f"{path} is missing")
     value = container[name]
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
-        raise ApiError(422, "invalid_field", f"{path} must be a string or an integer, not {_type_name(value)}")
+        raise InvalidPush("invalid_field", f"{path} must be a string or an integer, not {_type_name(value)}")
     if not value.strip():
-        raise ApiError(422, "invalid_field", f"{path} is empty")
+        raise InvalidPush("invalid_field", f"{path} is empty")
     if len(value) > MAX_IDENTITY_LENGTH:
-        raise ApiError(422, "invalid_field", f"{path} is longer than {MAX_IDENTITY_LENGTH} characters")
+        raise InvalidPush("invalid_field", f"{path} is longer than {MAX_IDENTITY_LENGTH} characters")
     return value
 
 
@@ -120,14 +129,14 @@ def _enum(obj: dict[str, Any], name: str, allowed: frozenset[str], nullable: boo
 
 
 def to_record(body: bytes, data: dict[str, Any], received_at: str) -> PushRecord:
-    """Build the stored record; raises ApiError (422) only for a bad identity."""
+    """Build the stored record; raises InvalidPush only for a bad identity."""
     workflow_id = _identity(data, "workflow_id", "workflow_id")
     node_id = _identity(data, "node_id", "node_id")
     if "call" not in data:
-        raise ApiError(422, "missing_field", "call is missing (call.call_id identifies the call)")
+        raise InvalidPush("missing_field", "call is missing (call.call_id identifies the call)")
     call = data["call"]
     if not isinstance(call, dict):
-        raise ApiError(422, "invalid_field", f"call must be an object, not {_type_name(call)}")
+        raise InvalidPush("invalid_field", f"call must be an object, not {_type_name(call)}")
     call_id = _identity(call, "call_id", "call.call_id")
 
     warnings: list[str] = []

@@ -9,11 +9,12 @@ import logging
 import orjson
 from aiohttp import web
 
-from handlers.errors import LOG_FIELDS, ApiError
-from handlers.keys import ACCESS, METRICS, SETTINGS, WRITER
-from handlers.payload import decode, to_record
+from handlers.access import ACCESS
+from handlers.errors import LOG_FIELDS, ApiError, http_error
+from handlers.keys import METRICS, SETTINGS, WRITER
+from handlers.payload import InvalidPush, decode, to_record
 from storage.records import Outcome, Record, RejectRecord, utc_now
-from storage.writer import WriteFailed, WriterUnavailable
+from storage.writer import STORE_ERRORS
 
 log = logging.getLogger("airudder_receiver.push")
 
@@ -49,54 +50,36 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
 
 async def store(request: web.Request, record: Record, size: int, *, wait: bool | None = None) -> Outcome | None:
     """Queue a record of ``size`` bytes and, in ``committed`` mode (or with ``wait``), wait for its batch
-    to commit.
-
-    None means queued, not yet stored.
-
-    Raises ApiError(503) when it cannot be stored in time: the sender retries.
-    """
+    to commit. None means queued, not yet stored; the writer's errors say why it was not stored."""
     settings = request.app[SETTINGS]
-    try:
-        if wait is None:
-            wait = settings.ack == "committed"
-        future = request.app[WRITER].submit(record, wait=wait, size=size)
-        if future is None:
-            return None
-        # A timed-out wait cancels only this future; the writer skips answering it but still writes the
-        # item, which may commit: the sender's retry then arrives as a duplicate and is answered 200.
-        async with asyncio.timeout(settings.ack_timeout):
-            return await future
-    except WriterUnavailable as exc:
-        cause, detail = exc.cause, f"the push was not taken ({exc.cause.replace('_', ' ')})"
-    except TimeoutError:
-        cause, detail = "commit_timeout", f"the push was not stored within {settings.ack_timeout:g}s"
-    except WriteFailed:
-        cause, detail = "storage_error", "the database did not take the push"
-    raise ApiError(503, cause, f"{detail}; retry later", retry_after=settings.retry_after)
+    if wait is None:
+        wait = settings.ack == "committed"
+    return await request.app[WRITER].store(record, wait=wait, size=size, commit_within=settings.ack_timeout)
 
 
 async def keep_reject(request: web.Request, error: ApiError, body: bytes | None) -> None:
     """Quarantine what we refuse, so that nothing sent to us is lost without trace.
 
-    Raises ApiError(503) when the reject cannot be stored.
+    Raises the writer's error when the reject cannot be stored.
     """
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    route = request.match_info.route.resource
     record = RejectRecord(
         received_at=utc_now(),
         remote=client_address(request),
         reason=error.code,
         detail=error.detail,
         # The route pattern, not the path: a push token must not end up in the database either.
-        path=request.match_info.route.resource.canonical if request.match_info.route.resource else request.path,
+        path=route.canonical if route is not None else request.path,
         headers=orjson.dumps(headers).decode(),
         body=body,
     )
     try:
         await store(request, record, len(body or b""))
-    except ApiError as exc:
+    except STORE_ERRORS as exc:
         # The sender does not retry a 4xx, so the request would be lost: it gets the 503 instead, and the
         # refusal once storage works again.
-        log.warning("could not keep a rejected request (%s); answering %s (%s)", error.code, exc.status, exc.code)
+        log.warning("could not keep a rejected request (%s); answering 503 (%s)", error.code, exc)
         raise
 
 
@@ -114,7 +97,7 @@ def admit(request: web.Request) -> None:
     if not access.allows(client):
         request[LOG_FIELDS]["client"] = client
         raise ApiError(403, "forbidden", "this address may not push here")
-    if access.token and not access.token_matches(request.match_info.get("token", "")):
+    if not access.push_token_matches(request.match_info.get("token", "")):
         request[LOG_FIELDS]["client"] = client
         raise ApiError(404, "not_found", "there is nothing at this path")
 
@@ -122,9 +105,12 @@ def admit(request: web.Request) -> None:
 async def receive_push(request: web.Request) -> web.Response:
     try:
         return await _take_push(request)
-    except ApiError as exc:
-        request.app[METRICS].count_refusal(exc.status, exc.code)
-        raise
+    except Exception as exc:
+        error = http_error(exc, request.app[SETTINGS].retry_after)
+        if error is None:
+            raise
+        request.app[METRICS].count_refusal(error.status, error.code)
+        raise error from None
 
 
 async def _take_push(request: web.Request) -> web.Response:
@@ -134,11 +120,12 @@ async def _take_push(request: web.Request) -> web.Response:
     body: bytes | None = None
     try:
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
-        data = decode(body)
-        record = to_record(body, data, utc_now())
-    except ApiError as exc:
-        await keep_reject(request, exc, body)
-        raise
+        record = to_record(body, decode(body), utc_now())
+    except (ApiError, InvalidPush) as exc:
+        error = http_error(exc, settings.retry_after)
+        assert error is not None  # both are mapped
+        await keep_reject(request, error, body)
+        raise error from None
     fields["key"] = "/".join(record.key)
     outcome = await store(request, record, len(body))
     fields["outcome"] = outcome.value if outcome else "queued"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,11 +15,8 @@ log = logging.getLogger("airudder_receiver.storage")
 
 # SQLite's own busy wait for one attempt at the write lock. It runs inside the connection's thread, where
 # neither a task cancel nor sqlite3's interrupt() reaches it, so it is kept short and write_transaction
-# retries until the configured wait has passed: a stopping server then closes the file within this time.
+# retries until its lock wait has passed: a stopping server then closes the file within this time.
 LOCK_ATTEMPT_MS = 100
-
-# How long write_transaction keeps retrying for each connection open_writer made.
-_lock_waits: weakref.WeakKeyDictionary[aiosqlite.Connection, float] = weakref.WeakKeyDictionary()
 
 
 class NotWal(sqlite3.DatabaseError):
@@ -30,7 +26,8 @@ class NotWal(sqlite3.DatabaseError):
 async def open_writer(path: str, synchronous: str, busy_timeout_ms: int) -> aiosqlite.Connection:
     """A read-write connection, in autocommit mode so that transactions are explicit.
 
-    ``busy_timeout_ms`` is how long ``write_transaction`` waits for another process's write lock.
+    ``busy_timeout_ms`` is how long setting the file up may wait for another process's lock; each later
+    ``write_transaction`` is given its own wait.
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = await aiosqlite.connect(path, isolation_level=None)
@@ -49,7 +46,6 @@ async def open_writer(path: str, synchronous: str, busy_timeout_ms: int) -> aios
     except BaseException:
         await conn.close()
         raise
-    _lock_waits[conn] = busy_timeout_ms / 1000
     return conn
 
 
@@ -58,10 +54,10 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
 
 
-async def _begin_immediate(conn: aiosqlite.Connection) -> None:
-    """Take the write lock, retrying short attempts until the connection's lock wait has passed."""
+async def _begin_immediate(conn: aiosqlite.Connection, lock_wait: float) -> None:
+    """Take the write lock, retrying short attempts until ``lock_wait`` seconds have passed."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + _lock_waits.get(conn, 0.0)
+    deadline = loop.time() + lock_wait
     while True:
         try:
             await conn.execute("BEGIN IMMEDIATE")
@@ -72,9 +68,11 @@ async def _begin_immediate(conn: aiosqlite.Connection) -> None:
 
 
 @asynccontextmanager
-async def write_transaction(conn: aiosqlite.Connection) -> AsyncIterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the body raises (or is cancelled)."""
-    await _begin_immediate(conn)
+async def write_transaction(conn: aiosqlite.Connection, lock_wait: float) -> AsyncIterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the body raises (or is cancelled).
+
+    ``lock_wait`` is how many seconds to keep trying for another process's write lock."""
+    await _begin_immediate(conn, lock_wait)
     try:
         yield
     except BaseException:

@@ -186,7 +186,9 @@ async def schema_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-async def migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
+async def migrate(
+    conn: aiosqlite.Connection, lock_wait: float, migrations: Sequence[Migration] = MIGRATIONS
+) -> list[str]:
     """Apply the steps not yet recorded, each in its own transaction; return the names applied.
 
     The connection must be in autocommit mode (``isolation_level=None``) so that BEGIN is ours. The version
@@ -194,7 +196,7 @@ async def migrate(conn: aiosqlite.Connection, migrations: Sequence[Migration] = 
     """
     applied: list[str] = []
     while True:
-        async with write_transaction(conn):
+        async with write_transaction(conn, lock_wait):
             current = await schema_version(conn)
             if current > len(migrations):
                 raise SchemaTooNew(

@@ -47,7 +47,9 @@ class Removed:
     reject_bodies: int = 0
 
 
-async def _chunks(conn: aiosqlite.Connection, select: str, cutoff: str, statements: tuple[str, ...]) -> list[int]:
+async def _chunks(
+    conn: aiosqlite.Connection, lock_wait: float, select: str, cutoff: str, statements: tuple[str, ...]
+) -> list[int]:
     """Run ``statements`` (each with ``{ids}``) on chunks of the ids ``select`` finds, one short transaction each.
 
     ``select`` yields (received time, id) in that order. Returns the rows changed per statement, summed.
@@ -55,7 +57,7 @@ async def _chunks(conn: aiosqlite.Connection, select: str, cutoff: str, statemen
     totals = [0] * len(statements)
     cursor_at: tuple[str, int] = ("", 0)
     while True:
-        async with write_transaction(conn):
+        async with write_transaction(conn, lock_wait):
             found = list(
                 await conn.execute_fetchall(
                     f"{select} ORDER BY 1, 2 LIMIT {CHUNK_ROWS}",
@@ -72,22 +74,25 @@ async def _chunks(conn: aiosqlite.Connection, select: str, cutoff: str, statemen
             return totals
 
 
-async def purge(conn: aiosqlite.Connection, cutoff: str, keep_typed: bool) -> Removed:
+async def purge(conn: aiosqlite.Connection, lock_wait: float, cutoff: str, keep_typed: bool) -> Removed:
     """Rows received before ``cutoff`` (stored time text) deleted, or with ``keep_typed`` only their bodies."""
     removed = Removed()
     if keep_typed:
         removed.versions, removed.bodies = await _chunks(
             conn,
+            lock_wait,
             _OLD_BODIES,
             cutoff,
             (_DELETE_VERSIONS, "UPDATE pushes SET body = NULL WHERE seq IN ({ids}) AND body IS NOT NULL"),
         )
         (removed.reject_bodies,) = await _chunks(
-            conn, _OLD_REJECT_BODIES, cutoff, ("UPDATE rejects SET body = NULL WHERE id IN ({ids})",)
+            conn, lock_wait, _OLD_REJECT_BODIES, cutoff, ("UPDATE rejects SET body = NULL WHERE id IN ({ids})",)
         )
     else:
         removed.versions, removed.pushes = await _chunks(
-            conn, _OLD_PUSHES, cutoff, (_DELETE_VERSIONS, "DELETE FROM pushes WHERE seq IN ({ids})")
+            conn, lock_wait, _OLD_PUSHES, cutoff, (_DELETE_VERSIONS, "DELETE FROM pushes WHERE seq IN ({ids})")
         )
-        (removed.rejects,) = await _chunks(conn, _OLD_REJECTS, cutoff, ("DELETE FROM rejects WHERE id IN ({ids})",))
+        (removed.rejects,) = await _chunks(
+            conn, lock_wait, _OLD_REJECTS, cutoff, ("DELETE FROM rejects WHERE id IN ({ids})",)
+        )
     return removed

@@ -66,6 +66,14 @@ class WriteFailed(Exception):
     """The batch holding the item was rolled back; nothing of it is stored."""
 
 
+class CommitTimeout(Exception):
+    """The item's batch did not commit in time; it may still commit, and a retry then counts as a duplicate."""
+
+
+# What ``Writer.store`` raises when a record is not stored in time.
+STORE_ERRORS = (WriterUnavailable, WriteFailed, CommitTimeout)
+
+
 @dataclass(slots=True)
 class _Item:
     record: Record
@@ -96,18 +104,20 @@ class Writer:
         queue_max: int,
         max_batch: int,
         queue_max_bytes: float = math.inf,
+        lock_wait: float = 0.0,
         reopen: Opener | None = None,
     ) -> None:
         self._conn = conn
+        self._lock_wait = lock_wait
         self._reopen = reopen
         self._queue_max = queue_max
         self._queue_max_bytes = queue_max_bytes
         self._queued_bytes = 0
+        self._queued_records = 0
         self._max_batch = max_batch
         # Unbounded underneath: the limit is enforced in submit(), so the stop marker always fits.
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._accepting = True
-        self._stop_queued = False
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
         self.stats = WriterStats()
@@ -116,8 +126,8 @@ class Writer:
 
     @property
     def depth(self) -> int:
-        """Records waiting to be written (the stop marker that close() queues is not one)."""
-        return self._queue.qsize() - self._stop_queued
+        """Records waiting to be written."""
+        return self._queued_records
 
     @property
     def running(self) -> bool:
@@ -125,7 +135,7 @@ class Writer:
 
     @property
     def full(self) -> bool:
-        return self._queue.qsize() >= self._queue_max or self._queued_bytes >= self._queue_max_bytes
+        return self._queued_records >= self._queue_max or self._queued_bytes >= self._queue_max_bytes
 
     def submit(self, record: Record, *, wait: bool, size: int = 0) -> asyncio.Future[Outcome] | None:
         """Queue a record of ``size`` bytes. With ``wait``, the future resolves once its batch is committed."""
@@ -136,7 +146,24 @@ class Writer:
         future = asyncio.get_running_loop().create_future() if wait else None
         self._queue.put_nowait(_Item(record, future, size))
         self._queued_bytes += size
+        self._queued_records += 1
         return future
+
+    async def store(self, record: Record, *, wait: bool, size: int, commit_within: float) -> Outcome | None:
+        """``submit``, then with ``wait`` the outcome once committed; None means queued, not yet stored.
+
+        Raises WriterUnavailable, WriteFailed or CommitTimeout when the record is not stored in time.
+        """
+        future = self.submit(record, wait=wait, size=size)
+        if future is None:
+            return None
+        # A timed-out wait cancels only this future; the writer skips answering it but still writes the
+        # item, which may commit: the sender's retry then arrives as a duplicate and is answered 200.
+        try:
+            async with asyncio.timeout(commit_within):
+                return await future
+        except TimeoutError:
+            raise CommitTimeout(f"the push was not stored within {commit_within:g}s") from None
 
     def add_listener(self, listener: CommitListener) -> None:
         """Run ``listener`` after every commit, once the waiting requests have their answers."""
@@ -164,7 +191,6 @@ class Writer:
         """
         self._accepting = False
         self._queue.put_nowait(_STOP)
-        self._stop_queued = True
         drained = True
         # asyncio.wait, not wait_for: a writer task that already died must not make close() raise.
         if self._task is not None and not (await asyncio.wait({self._task}, timeout=drain_seconds))[0]:
@@ -184,7 +210,7 @@ class Writer:
             item = self._queue.get_nowait()
             if isinstance(item, _Item):
                 leftovers.append(item)
-        self._stop_queued = False
+        self._taken(leftovers)
         self._fail(leftovers, WriterUnavailable("writer_unavailable"))
 
     # -- the writer task ------------------------------------------------------------------------
@@ -194,24 +220,27 @@ class Writer:
         while not stopping:
             first = await self._queue.get()
             if first is _STOP:
-                self._stop_queued = False
                 return
             batch: list[_Item] = [first]  # type: ignore[list-item]
             while len(batch) < self._max_batch and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is _STOP:
-                    self._stop_queued = False
                     stopping = True
                     break
                 batch.append(item)  # type: ignore[arg-type]
+            self._taken(batch)
             await self._write_batch(batch)
 
+    def _taken(self, items: Sequence[_Item]) -> None:
+        """Items leave the count of what is queued when the writer takes them (or fails them)."""
+        self._queued_records -= len(items)
+        self._queued_bytes -= sum(item.size for item in items)
+
     async def _write_batch(self, batch: list[_Item]) -> None:
-        self._queued_bytes -= sum(item.size for item in batch)
         started = time.perf_counter()
         records = [item.record for item in batch]
         try:
-            outcomes = await self._write(self._conn, records)
+            outcomes = await self._write(records)
         except asyncio.CancelledError:
             # Cancelled mid-write (only when a drain overruns): none of these may be acknowledged.
             self._fail(batch, WriteFailed("the writer was stopped before the batch committed"))
@@ -258,13 +287,13 @@ class Writer:
             elif item.future is None and isinstance(item.record, PushRecord):
                 log.error("queued push %s was acknowledged but not stored", "/".join(item.record.key))
 
-    @staticmethod
-    async def _write(conn: aiosqlite.Connection, records: Sequence[Record]) -> list[Outcome]:
+    async def _write(self, records: Sequence[Record]) -> list[Outcome]:
+        conn = self._conn
         pushes = [_push_of(r) for r in records if isinstance(r, PushRecord | ReprocessedReject)]
         rejects = [r for r in records if isinstance(r, RejectRecord)]
         probes = [r for r in records if isinstance(r, WriteProbe)]
         marks = [r for r in records if isinstance(r, ReprocessedReject)]
-        async with write_transaction(conn):
+        async with write_transaction(conn, self._lock_wait):
             stored = await _stored_hashes(conn, pushes)
             push_outcomes, new_rows, deliveries, versions = _classify(pushes, stored)
             if new_rows:

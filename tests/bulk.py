@@ -13,7 +13,7 @@ from storage.migrations import migrate
 async def _migrate(path: Path) -> None:
     conn = await open_writer(str(path), "NORMAL", 1000)
     try:
-        await migrate(conn)
+        await migrate(conn, 1.0)
     finally:
         await conn.close()
 

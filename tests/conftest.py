@@ -16,8 +16,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from commands.send_sample import vendor_sample
+from plumbing.settings import Settings
 from server import create_app
-from settings import Settings
 
 DATA = Path(__file__).parent / "data"
 SAMPLE_BYTES = vendor_sample()

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from addresses import is_loopback
+from plumbing.addresses import is_loopback
+from plumbing.settings import Settings
 from server import create_app
-from settings import Settings
 from tests.conftest import ClientFactory
 
 TOKEN = "read-0123456789abcdef"

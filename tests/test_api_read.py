@@ -11,8 +11,8 @@ import pytest
 
 from handlers.api import PUSH_PARAMS, REJECT_PARAMS
 from handlers.keys import READERS
+from plumbing.settings import Settings
 from server import create_app
-from settings import Settings
 from storage import readers
 from storage.queries import PUSH_COLUMNS
 from tests.conftest import SAMPLE_BYTES, ClientFactory, sample

@@ -10,7 +10,8 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from logs import JsonFormatter, TextFormatter, escape, resolve_format
+from plumbing.logs import JsonFormatter, TextFormatter, escape, resolve_format
+from plumbing.settings import ConfigError, load
 from tests.conftest import SAMPLE_BYTES, free_port, sample
 from tests.process import get, post, run_server_to_exit, running_server
 
@@ -58,19 +59,28 @@ def test_logs_are_json_lines_under_systemd(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("setting", "dev", "environ", "expected"),
+    ("setting", "environ", "expected"),
     [
-        ("auto", False, {}, "text"),
-        ("auto", False, {"INVOCATION_ID": "x"}, "json"),
-        ("auto", False, {"JOURNAL_STREAM": "8:1"}, "json"),
-        ("auto", False, {"NOTIFY_SOCKET": "/run/systemd/notify"}, "json"),
-        ("text", False, {"INVOCATION_ID": "x"}, "text"),  # configured wins
-        ("json", False, {}, "json"),
-        ("json", True, {"INVOCATION_ID": "x"}, "text"),  # --dev is for people
+        ("auto", {}, "text"),
+        ("auto", {"INVOCATION_ID": "x"}, "json"),
+        ("auto", {"JOURNAL_STREAM": "8:1"}, "json"),
+        ("auto", {"NOTIFY_SOCKET": "/run/systemd/notify"}, "json"),
+        ("text", {"INVOCATION_ID": "x"}, "text"),  # configured wins
+        ("json", {}, "json"),
     ],
 )
-def test_log_format_resolution(setting: str, dev: bool, environ: dict[str, str], expected: str) -> None:
-    assert resolve_format(setting, dev, environ) == expected
+def test_log_format_resolution(setting: str, environ: dict[str, str], expected: str) -> None:
+    assert resolve_format(setting, environ) == expected
+
+
+def test_dev_is_expanded_at_load_into_concrete_settings(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('log_format = "json"\n', encoding="utf-8")
+    settings = load(str(config), dev=True)
+    assert (settings.log_format, settings.log_pushes, settings.inspector) == ("text", True, True)
+    assert not hasattr(settings, "dev")
+    with pytest.raises(ConfigError, match="dev mode listens on loopback only"):
+        load(str(config), {"host": "0.0.0.0"}, dev=True)
 
 
 def test_client_text_cannot_forge_log_lines(tmp_path: Path) -> None:

@@ -13,10 +13,10 @@ import orjson
 import pytest
 from aiohttp import ClientResponse
 
-from event_hub import END, MAX_BACKLOG, EventHub
 from handlers import events
+from handlers.event_hub import END, MAX_BACKLOG, EventHub
 from handlers.keys import EVENTS
-from settings import Settings
+from plumbing.settings import Settings
 from storage.records import Outcome
 from tests.conftest import SAMPLE_BYTES, ClientFactory
 from tests.process import running_server
@@ -122,7 +122,7 @@ async def test_a_client_that_stops_reading_is_dropped(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a few frames
         sock.setblocking(False)
         await loop.sock_connect(sock, ("127.0.0.1", client.port))
-        await loop.sock_sendall(sock, b"GET /api/events HTTP/1.1\r\nHost: test\r\n\r\n")
+        await loop.sock_sendall(sock, b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         async with asyncio.timeout(5):
             while hub.listeners == 0:
                 await asyncio.sleep(0.01)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import Settings
+from plumbing.settings import Settings
 from tests.conftest import rows
 from tests.load import Tally, background_load, deliver_all, error_code
 from tests.process import get, running_server

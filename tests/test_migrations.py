@@ -18,8 +18,8 @@ from tests.process import run_server_to_exit
 async def test_migrations_apply_once(db_path: Path) -> None:
     conn = await open_writer(str(db_path), "FULL", 1000)
     try:
-        assert await migrate(conn) == [m.name for m in MIGRATIONS]
-        assert await migrate(conn) == []
+        assert await migrate(conn, 1.0) == [m.name for m in MIGRATIONS]
+        assert await migrate(conn, 1.0) == []
         assert await schema_version(conn) == len(MIGRATIONS)
     finally:
         await conn.close()
@@ -33,7 +33,7 @@ async def test_failed_migration_step_rolls_back(db_path: Path) -> None:
     conn = await open_writer(str(db_path), "FULL", 1000)
     try:
         with pytest.raises(sqlite3.OperationalError):
-            await migrate(conn, (*MIGRATIONS, broken))
+            await migrate(conn, 1.0, (*MIGRATIONS, broken))
         assert await schema_version(conn) == len(MIGRATIONS)
     finally:
         await conn.close()
@@ -46,7 +46,7 @@ async def test_newer_schema_is_refused(db_path: Path) -> None:
     conn2 = await open_writer(str(db_path), "FULL", 1000)
     try:
         with pytest.raises(SchemaTooNew, match="newer than this program knows"):
-            await migrate(conn2)
+            await migrate(conn2, 1.0)
     finally:
         await conn2.close()
 
@@ -55,7 +55,7 @@ async def test_two_writers_migrating_at_once_apply_each_step_once(db_path: Path)
     first = await open_writer(str(db_path), "FULL", 5000)
     second = await open_writer(str(db_path), "FULL", 5000)
     try:
-        applied = await asyncio.gather(migrate(first), migrate(second))
+        applied = await asyncio.gather(migrate(first, 1.0), migrate(second, 1.0))
     finally:
         await first.close()
         await second.close()

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from handlers.access import AccessPolicy
 from handlers.keys import METRICS
-from handlers.push_access import AccessPolicy
-from settings import Settings
+from plumbing.settings import Settings
 from tests.conftest import SAMPLE_BYTES, ClientFactory, rows
 
 

@@ -154,7 +154,7 @@ def test_reprocess_rejects_stores_a_push_only_with_its_mark(tmp_path: Path, caps
         conn.execute("CREATE TRIGGER no_marks BEFORE UPDATE ON rejects BEGIN SELECT RAISE(ABORT, 'marks refused'); END")
     assert main(["reprocess-rejects", "--db", str(db)]) == 2
     said = capsys.readouterr()
-    assert said.err.startswith("airudder-receiver: reprocess-rejects on ")
+    assert said.err.startswith("airudder-receiver: reprocess-rejects: ")
     assert "marks refused" in said.err
     assert rows(db, "SELECT count(*) FROM pushes")[0][0] == 0
     assert rows(db, "SELECT reprocessed_at FROM rejects")[0][0] is None

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from commands.send_sample import default_url
-from settings import Settings
+from plumbing.settings import Settings
 from tests.conftest import SAMPLE_BYTES, free_port, rows
 from tests.process import console_script, running_server
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import server
-from settings import API_TOKEN_ENV, PUSH_TOKEN_ENV, ConfigError, Settings, load
+from plumbing.settings import API_TOKEN_ENV, PUSH_TOKEN_ENV, ConfigError, Settings, load
 
 ROOT = Path(__file__).parent.parent
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from server import EXIT_BUDGET
-from systemd_notify import Notifier
+from plumbing.settings import EXIT_SECONDS
+from plumbing.systemd_notify import Notifier
 from tests.conftest import SAMPLE_BYTES, free_port, rows
 from tests.process import ROOT, console_script, post, run_server_to_exit, running_server
 
@@ -78,7 +78,7 @@ def test_unit_declares_the_service_contract() -> None:
     assert f"%S/{service['StateDirectory']}/" in service["ExecStart"]
     assert service["EnvironmentFile"].startswith("-/etc/airudder-receiver/")
     # systemd must not kill the server while it drains: the stop timeout outlasts the exit budget.
-    assert float(service["TimeoutStopSec"].removesuffix("s")) > EXIT_BUDGET + 5
+    assert float(service["TimeoutStopSec"].removesuffix("s")) == 2 * EXIT_SECONDS
 
 
 @pytest.fixture

@@ -140,9 +140,14 @@ async def test_readyz_reuses_a_recent_probe(make_client: ClientFactory) -> None:
 async def running_writer(db_path: Path, busy_timeout_ms: int = 1000, **kwargs: int) -> AsyncIterator[Writer]:
     """A started writer on a migrated file; closed at the end even when the test fails (closing twice is fine)."""
     conn = await open_writer(str(db_path), "FULL", busy_timeout_ms)
-    writer = Writer(conn, queue_max=kwargs.get("queue_max", 100_000), max_batch=kwargs.get("max_batch", 64))
+    writer = Writer(
+        conn,
+        queue_max=kwargs.get("queue_max", 100_000),
+        max_batch=kwargs.get("max_batch", 64),
+        lock_wait=busy_timeout_ms / 1000,
+    )
     try:
-        await migrate(conn)
+        await migrate(conn, 1.0)
         writer.start()
         yield writer
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
 import tomllib
@@ -11,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from addresses import LOOPBACK_HOSTS
+from plumbing.addresses import LOOPBACK_HOSTS, parse_networks
 
 PUSH_TOKEN_ENV = "AIRUDDER_RECEIVER_PUSH_TOKEN"
 API_TOKEN_ENV = "AIRUDDER_RECEIVER_API_TOKEN"
@@ -21,7 +20,15 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 LOG_FORMATS = ("auto", "text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A stopping receiver exits within this many seconds of SIGTERM; every other stop time derives from it.
+EXIT_SECONDS = 10.0
+# The queue's drain ends this long before the exit: time to cancel a writer waiting on another process's
+# lock (one short attempt), to close the file, and for a loaded machine.
+CLOSE_SECONDS = 2.0
+# From the signal to the end of the drain.
+DRAIN_SECONDS = EXIT_SECONDS - CLOSE_SECONDS
+# aiohttp's wait for requests in flight comes out of the drain's time; the drain keeps at least a second.
+MAX_SHUTDOWN_TIMEOUT = DRAIN_SECONDS - 1
 
 
 # Secrets: their values never appear in an error, and only characters a URL carries as they are.
@@ -55,17 +62,14 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
     inspector: bool = False
-    dev: bool = False
+    log_pushes: bool = False
     allow_ips: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     idle_timeout: float = 15.0
     body_timeout: float = 10.0
     tls_cert: str = ""
     tls_key: str = ""
-
-    @property
-    def serves_inspector(self) -> bool:
-        return self.inspector or self.dev
 
     def validate(self) -> Settings:
         _require(1 <= self.port <= 65535, f"port must be between 1 and 65535, not {self.port}")
@@ -95,16 +99,18 @@ class Settings:
         )
         _require(self.busy_timeout_ms >= 0, "busy_timeout_ms must not be negative")
         _require(self.retry_after >= 1, "retry_after must be at least 1 second")
-        _require(0 < self.shutdown_timeout <= 7, "shutdown_timeout must be more than 0 and at most 7 seconds")
+        _require(
+            0 < self.shutdown_timeout <= MAX_SHUTDOWN_TIMEOUT,
+            f"shutdown_timeout must be more than 0 and at most {MAX_SHUTDOWN_TIMEOUT:g} seconds",
+        )
         formats = ", ".join(LOG_FORMATS)
         _require(self.log_format in LOG_FORMATS, f"log_format must be one of {formats}, not {self.log_format!r}")
-        _require(
-            not self.dev or self.host in LOOPBACK_HOSTS,
-            f"dev mode listens on loopback only (127.0.0.1, ::1, localhost), not on host {self.host!r}",
-        )
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
-        parse_networks("allow_ips", self.allow_ips)
-        parse_networks("trusted_proxies", self.trusted_proxies)
+        for name in ("allow_ips", "trusted_proxies"):
+            try:
+                parse_networks(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigError(f"{name} has {exc}") from None
         _require(
             not self.trusted_proxies or bool(self.api_token),
             "trusted_proxies needs api_token, because a request that a proxy on this host passes on looks local",
@@ -113,20 +119,6 @@ class Settings:
         _require(0 < self.body_timeout <= 300, "body_timeout must be more than 0 and at most 300 seconds")
         _require(bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key must be set together, or neither")
         return self
-
-
-def parse_networks(name: str, cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    """The CIDR list of setting ``name``; a single address is a network of one."""
-    networks = []
-    for cidr in cidrs:
-        try:
-            networks.append(ipaddress.ip_network(cidr))
-        except ValueError:
-            raise ConfigError(
-                f"{name} has {cidr!r}, which is not an address or a network such as 10.0.0.0/8 "
-                "(with no bits set after the prefix)"
-            ) from None
-    return tuple(networks)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -154,8 +146,16 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def load(path: str | None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Defaults, then the file (``path``, or ./config.toml when present), then overrides, then env."""
+# What --dev means, in settings: a developer watching pushes arrive on this machine.
+DEV_SETTINGS = {"log_format": "text", "log_pushes": True, "inspector": True}
+
+
+def load(path: str | None, overrides: dict[str, Any] | None = None, *, dev: bool = False) -> Settings:
+    """Defaults, then the file (``path``, or ./config.toml when present), then overrides, then env.
+
+    ``dev`` (the --dev flag) is expanded here, into DEV_SETTINGS and a loopback-only host; nothing after
+    this reads it.
+    """
     values: dict[str, Any] = {}
     file = Path(path) if path else Path("config.toml")
     if path or file.exists():
@@ -178,4 +178,9 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> Settings:
         token = os.environ.get(env)
         if token is not None:
             values[name] = token
+    if dev:
+        host = values.get("host", Settings.host)
+        if host not in LOOPBACK_HOSTS:
+            raise ConfigError(f"dev mode listens on loopback only (127.0.0.1, ::1, localhost), not on host {host!r}")
+        values.update(DEV_SETTINGS)
     return dataclasses.replace(Settings(), **values).validate()

@@ -95,10 +95,8 @@ class JsonFormatter(_Masking):
 SYSTEMD_MARKERS = ("INVOCATION_ID", "JOURNAL_STREAM", "NOTIFY_SOCKET")
 
 
-def resolve_format(log_format: str, dev: bool, environ: Mapping[str, str] = os.environ) -> str:
-    """``auto`` means JSON under systemd and text otherwise; development always reads text."""
-    if dev:
-        return "text"
+def resolve_format(log_format: str, environ: Mapping[str, str] = os.environ) -> str:
+    """``auto`` means JSON under systemd and text otherwise."""
     if log_format != "auto":
         return log_format
     return "json" if any(environ.get(name) for name in SYSTEMD_MARKERS) else "text"

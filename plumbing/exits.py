@@ -8,6 +8,10 @@ PROGRAM = "airudder-receiver"
 FAILED = 2
 
 
+class CommandFailed(Exception):
+    """A command cannot go on; the message is one sentence for the operator."""
+
+
 def fail(message: str) -> int:
     """Print ``message`` for the operator and return the exit status to end with."""
     print(f"{PROGRAM}: {message}", file=sys.stderr)

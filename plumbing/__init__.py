@@ -1,0 +1,1 @@
+"""Process plumbing: settings, logging, systemd notification and how a command exits."""

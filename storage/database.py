@@ -1,0 +1,114 @@
+"""The one owner of the SQLite file: opens and migrates it, runs the writer, lends read connections, closes.
+
+Everything that writes goes through the writer on the single write connection; everything that reads
+borrows from the read pool or opens a read-only connection here. The server holds one Database for its
+whole life; the commands open one for their run.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from plumbing.settings import Settings
+from storage.connection import open_reader, open_writer
+from storage.migrations import MIGRATIONS, migrate, schema_version
+from storage.readers import ReaderPool
+from storage.writer import Writer
+
+log = logging.getLogger("airudder_receiver.storage")
+
+
+class DatabaseUnavailable(Exception):
+    """The file cannot be opened or prepared; the message is one sentence for the operator."""
+
+
+class NoDatabase(DatabaseUnavailable):
+    """The file does not exist, and the caller must not create one."""
+
+
+class Database:
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.db_path
+        self._settings = settings
+        # How long a write waits for another process's lock, in seconds.
+        self.lock_wait = settings.busy_timeout_ms / 1000
+        self._writer: Writer | None = None
+        self._readers: ReaderPool | None = None
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            raise RuntimeError("the database is not open for writing")
+        return self._writer
+
+    @property
+    def readers(self) -> ReaderPool:
+        if self._readers is None:
+            self._readers = ReaderPool(self.path, self._settings.api_readers, self._settings.busy_timeout_ms)
+        return self._readers
+
+    def require_file(self) -> None:
+        """A command that only reads or tidies must not create a database where there was none."""
+        if not Path(self.path).is_file():
+            raise NoDatabase(f"there is no database at {self.path} (set --db or db_path)")
+
+    async def connect_writer(self) -> aiosqlite.Connection:
+        s = self._settings
+        return await open_writer(self.path, s.synchronous, s.busy_timeout_ms)
+
+    async def open_writer(self) -> list[str]:
+        """Open the write connection, bring the schema up to date and start the writer; the migrations applied."""
+        s = self._settings
+        try:
+            conn = await self.connect_writer()
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseUnavailable(f"cannot open the database {self.path}: {exc}") from exc
+        try:
+            applied = await migrate(conn, self.lock_wait)
+        except (sqlite3.Error, RuntimeError) as exc:
+            await conn.close()
+            raise DatabaseUnavailable(f"cannot prepare the database {self.path}: {exc}") from exc
+        if applied:
+            log.info("database %s migrated: %s", self.path, ", ".join(applied))
+        self._writer = Writer(
+            conn,
+            queue_max=s.queue_max,
+            queue_max_bytes=s.queue_max_bytes,
+            max_batch=s.max_batch,
+            lock_wait=self.lock_wait,
+            reopen=self.connect_writer,
+        )
+        self._writer.start()
+        return applied
+
+    async def open_reader(self, chunk_rows: int = 64) -> aiosqlite.Connection:
+        """A read-only connection of the caller's own, for a command's long read (the pool is for /api).
+
+        The file must exist and hold this program's schema, at a version it knows."""
+        self.require_file()
+        conn = await open_reader(self.path, self._settings.busy_timeout_ms, chunk_rows)
+        try:
+            version = await schema_version(conn)
+        except sqlite3.DatabaseError as exc:
+            await conn.close()
+            raise DatabaseUnavailable(f"{self.path} is not a SQLite database this program can read ({exc})") from None
+        if not 0 < version <= len(MIGRATIONS):
+            await conn.close()
+            if version == 0:
+                raise DatabaseUnavailable(f"{self.path} holds no receiver data (its schema was never created)")
+            raise DatabaseUnavailable(f"{self.path} has schema version {version}, newer than this program knows")
+        return conn
+
+    async def close(self, drain_seconds: float) -> bool:
+        """Drain and close the writer (then its connection), then the read pool; whether everything queued
+        was written."""
+        drained = True
+        if self._writer is not None:
+            drained = await self._writer.close(drain_seconds)
+        if self._readers is not None:
+            await self._readers.close()
+        return drained
