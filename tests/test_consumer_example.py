@@ -1,4 +1,4 @@
-"""The consumer loop shown in the README, run as written against the real server process."""
+"""The consumer loop shown in docs/api.md, run as written against the real server process."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from tests.process import ROOT, post, running_server
 TOKEN = "consumer-token-0123456789"
 
 
-def readme_example() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def documented_example() -> str:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     match = re.search(r"<!-- consumer-example -->\n```python\n(.*?)```", text, re.DOTALL)
-    assert match, "the README lost its consumer example"
+    assert match, "docs/api.md lost its consumer example"
     return match.group(1)
 
 
@@ -30,7 +30,7 @@ def readme_example() -> str:
 def consumer(workdir: Path, url: str, output: Path) -> Iterator[None]:
     with output.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", readme_example()],
+            [sys.executable, "-c", documented_example()],
             cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -54,7 +54,7 @@ def wait_for_state(state: Path, seq: int, seconds: float = 15.0) -> None:
     )
 
 
-def test_readme_consumer_sees_every_push_once_and_resumes(tmp_path: Path) -> None:
+def test_documented_consumer_sees_every_push_once_and_resumes(tmp_path: Path) -> None:
     state, output = tmp_path / "last_seq.txt", tmp_path / "consumer.out"
     with running_server(tmp_path, tmp_path / "pushes.sqlite3", env={"AIRUDDER_RECEIVER_API_TOKEN": TOKEN}) as server:
 
