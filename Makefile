@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench profile clean
+.PHONY: run test lint system-packages bench profile clean
 
 $(BIN)/airudder-receiver: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The Debian packages in tests/debian-packages.txt come first, before .venv is made (python3-venv may be one
+# of them). As a second prerequisite beside lint, make -j could start them together; so test depends on the
+# check alone and runs lint from its recipe. make run does not need them.
+test: system-packages
+	@$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
+
+# Installs the missing ones as root; otherwise names the apt-get command to run, and stops.
+system-packages:
+	bash tests/install-debian-packages.sh
 
 # Not part of test: takes about ten minutes and wants a quiet machine. BENCH_* variables shorten it.
 bench: $(VENV)/.test-deps

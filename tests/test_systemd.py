@@ -37,7 +37,7 @@ def _unit() -> configparser.ConfigParser:
 def system_root(tmp_path: Path) -> Path:
     """A root with this unit, systemd's own units, and the program where the unit expects it."""
     if shutil.which("systemd-analyze") is None:
-        pytest.fail("systemd-analyze is missing; .ci/run installs the systemd package")
+        pytest.fail("systemd-analyze is missing; make test installs the systemd package")
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system" / UNIT_NAME)

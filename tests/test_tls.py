@@ -17,7 +17,7 @@ from tests.test_send_sample import send_sample
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, made with the openssl command (.ci/run installs it)."""
+    """A certificate for 127.0.0.1 and its key, made with the openssl command (make test installs it)."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("the openssl command is needed to make a test certificate (apt-get install openssl)")
