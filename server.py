@@ -21,11 +21,11 @@ from handlers.event_hub import EventHub
 from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, SETTINGS, WRITER
 from handlers.metrics import time_requests
 from handlers.metrics_registry import Metrics
+from handlers.push_lines import log_pushes
 from handlers.ready_probe import ReadyProbe
 from handlers.routes import setup_routes
 from plumbing import logs
 from plumbing.exits import fail
-from plumbing.push_lines import log_pushes
 from plumbing.settings import DRAIN_SECONDS, LOG_FORMATS, ConfigError, Settings, load
 from plumbing.systemd_notify import Notifier
 from storage.database import Database, DatabaseUnavailable

@@ -1,1 +1,1 @@
-"""Process plumbing: settings, logging, systemd notification and how a command exits."""
+"""Process plumbing: settings, addresses, logging, systemd notification and how a command exits."""
