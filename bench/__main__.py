@@ -16,7 +16,7 @@ from bench.prefill import prefill
 from bench.report import Growth, Measurement, render
 from bench.servers import COMMITTED, SIDE_BY_SIDE, Run, Server, last_seq, measure, remove_database
 from bench.wrk import feed_arguments, push_arguments
-from tests.conftest import SAMPLE_BYTES
+from tests.support import SAMPLE_BYTES
 
 
 def write_template(workdir: Path) -> Path:

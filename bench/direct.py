@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 
-from storage.connection import open_writer
-from storage.migrations import migrate
 from storage.records import PushRecord
 
 _COLUMNS = (
@@ -26,15 +24,6 @@ def push_row(p: PushRecord) -> tuple[object, ...]:
         p.task_id, p.robot_id, p.call_start_time, p.call_end_time, p.intention, p.hangup_type, p.ring_type,
         p.received_at, p.received_at, p.warnings, p.body_hash, p.body,
     )  # fmt: skip
-
-
-async def create_schema(path: str, synchronous: str) -> None:
-    """Open the file the way the receiver does (WAL, ``synchronous``) and apply its migrations."""
-    conn = await open_writer(path, synchronous, busy_timeout_ms=3000)
-    try:
-        await migrate(conn, 1.0)
-    finally:
-        await conn.close()
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:

@@ -11,10 +11,11 @@ import sqlite3
 from aiohttp import web
 
 from bench.baseline import EMPTY_OBJECT, serve
-from bench.direct import INSERT_PUSH, connect, create_schema, push_row
+from bench.direct import INSERT_PUSH, connect, push_row
 from handlers.errors import error_response, http_error
 from handlers.payload import InvalidPush, decode, to_record
 from storage.records import utc_now
+from tests.support import create_schema
 
 CONNECTION = web.AppKey("connection", sqlite3.Connection)
 _COUNT_DUPLICATE = (

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.direct import INSERT_PUSH, connect, create_schema, push_row
+from bench.direct import INSERT_PUSH, connect, push_row
 from bench.servers import remove_database
 from handlers.payload import decode, to_record
+from tests.support import create_schema
 
 CALL_ID, RECEIVED_AT, BODY_HASH, BODY = 2, (14, 15), 17, 18
 

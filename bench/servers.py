@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ import orjson
 
 from bench.wrk import Load, drive
 from tests.process import ROOT, running_server
+from tests.support import sqlite_file
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,13 @@ def remove_database(db_path: Path) -> None:
 def last_seq(db_path: Path) -> int:
     if not db_path.exists():
         return 0
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_file(db_path) as conn:
         return int(conn.execute("SELECT coalesce(max(seq), 0) FROM pushes").fetchone()[0])
 
 
 def deliveries_since(db_path: Path, seq: int) -> int:
     """Deliveries counted on rows after ``seq``: a run's ids are its own, so its duplicates land there too."""
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_file(db_path) as conn:
         return int(conn.execute("SELECT coalesce(sum(deliveries), 0) FROM pushes WHERE seq > ?", (seq,)).fetchone()[0])
 
 

@@ -7,15 +7,17 @@ import asyncio
 import csv
 import os
 import sys
-from contextlib import aclosing
+from collections.abc import Iterator
+from contextlib import aclosing, contextmanager
 from typing import IO, Any
 
 import orjson
 
+from commands.progress import on_terminal, progress
 from plumbing.settings import Settings
 from storage.database import Database
 from storage.filters import EXACT_FILTERS, TIME_FILTERS, parse_push_filter
-from storage.queries import PUSH_COLUMNS, iter_pushes
+from storage.queries import PUSH_COLUMNS, count_pushes, iter_pushes
 
 NAME = "export"
 HELP = "write pushes as JSON lines (full bodies) or CSV (typed columns), streaming"
@@ -39,41 +41,45 @@ def filter_params(args: argparse.Namespace) -> dict[str, str]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-async def _export(database: Database, args: argparse.Namespace, out: IO[str]) -> int:
+async def _export(database: Database, args: argparse.Namespace) -> int:
     push_filter = parse_push_filter(filter_params(args))
-    as_csv = args.format == "csv"
-    writer: Any = csv.writer(out) if as_csv else None
-    if as_csv:
-        writer.writerow(PUSH_COLUMNS)
-    count = 0
     conn = await database.open_reader(chunk_rows=CHUNK_ROWS)
     try:
-        # aclosing: if writing fails (a closed pipe), the query is finished before the connection closes.
-        async with aclosing(iter_pushes(conn, push_filter, with_body=not as_csv)) as items:
-            async for item in items:
-                if as_csv:
-                    warnings = item["warnings"]
-                    item["warnings"] = orjson.dumps(warnings).decode() if warnings is not None else None
-                    writer.writerow(item.values())
-                else:
-                    out.write(orjson.dumps(item).decode())
-                    out.write("\n")
-                count += 1
+        total = await count_pushes(conn, push_filter) if on_terminal() else None
+        # Opened once the database is known to be readable, so that a refused run leaves no empty file.
+        with _output(args.output) as out, progress("export", total) as shown:
+            as_csv = args.format == "csv"
+            writer: Any = csv.writer(out) if as_csv else None
+            if as_csv:
+                writer.writerow(PUSH_COLUMNS)
+            # aclosing: if writing fails (a closed pipe), the query is finished before the connection closes.
+            async with aclosing(iter_pushes(conn, push_filter, with_body=not as_csv)) as items:
+                async for item in items:
+                    if as_csv:
+                        warnings = item["warnings"]
+                        item["warnings"] = orjson.dumps(warnings).decode() if warnings is not None else None
+                        writer.writerow(item.values())
+                    else:
+                        out.write(orjson.dumps(item).decode())
+                        out.write("\n")
+                    shown.advance(1)
     finally:
         await conn.close()
-    return count
+    return shown.done
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[IO[str]]:
+    if path is None:
+        yield sys.stdout
+        return
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        yield out
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    database = Database(settings)
-    database.require_file()
     try:
-        out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
-        try:
-            count = asyncio.run(_export(database, args, out))
-        finally:
-            if args.output:
-                out.close()
+        count = asyncio.run(_export(Database(settings), args))
     except BrokenPipeError:
         # The reader stopped early (``export | head``): not an error, and nothing more to say.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

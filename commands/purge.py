@@ -10,11 +10,12 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
+from commands.progress import on_terminal, progress
 from plumbing.settings import Settings
 from storage.database import Database
 from storage.migrations import migrate
 from storage.records import utc_text
-from storage.retention import Removed, purge
+from storage.retention import Removed, count_old, purge
 
 NAME = "purge"
 HELP = "delete pushes and rejects older than a given age, or only drop their raw bodies (--keep-typed)"
@@ -37,19 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run(database: Database, cutoff: str, keep_typed: bool) -> Removed:
+    await database.require_data()
     conn = await database.connect_writer()
     try:
         await migrate(conn, database.lock_wait)
-        return await purge(conn, database.lock_wait, cutoff, keep_typed)
+        total = await count_old(conn, cutoff, keep_typed) if on_terminal() else None
+        with progress("purge", total) as shown:
+            return await purge(conn, database.lock_wait, cutoff, keep_typed, shown.advance)
     finally:
         await conn.close()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     cutoff = utc_text(datetime.now(UTC) - args.older_than)
-    database = Database(settings)
-    database.require_file()
-    removed = asyncio.run(_run(database, cutoff, args.keep_typed))
+    removed = asyncio.run(_run(Database(settings), cutoff, args.keep_typed))
     if args.keep_typed:
         print(
             f"dropped the raw bodies of {removed.bodies} pushes, {removed.versions} differing versions and"

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosqlite
 
+from commands.progress import on_terminal, progress
 from handlers.payload import InvalidPush, decode, to_record
 from plumbing.settings import DRAIN_SECONDS, Settings
 from storage import queries
@@ -39,7 +41,7 @@ class Report:
     still_invalid: Counter[str] = field(default_factory=Counter)  # by the error it would get today
 
 
-async def reprocess(reader: aiosqlite.Connection, writer: Writer) -> Report:
+async def reprocess(reader: aiosqlite.Connection, writer: Writer, advance: Callable[[int], None]) -> Report:
     report = Report()
     after = 0
     while chunk := await queries.pending_rejects(reader, after, CHUNK_ROWS):
@@ -57,25 +59,27 @@ async def reprocess(reader: aiosqlite.Connection, writer: Writer) -> Report:
             if isinstance(answer, BaseException):
                 raise answer
         report.taken_in.update(answer.value for answer in answers if isinstance(answer, Outcome))
+        advance(len(chunk))
     return report
 
 
 async def _run(database: Database) -> Report:
-    await database.open_writer()
+    # The reader first: it refuses a file that holds no receiver data before the writer migrates anything.
+    reader = await database.open_reader()
     try:
-        reader = await database.open_reader()
+        await database.open_writer()
         try:
-            return await reprocess(reader, database.writer)
+            total = await queries.count_pending_rejects(reader) if on_terminal() else None
+            with progress("reprocess-rejects", total) as shown:
+                return await reprocess(reader, database.writer, shown.advance)
         finally:
-            await reader.close()
+            await database.close(drain_seconds=DRAIN_SECONDS)
     finally:
-        await database.close(drain_seconds=DRAIN_SECONDS)
+        await reader.close()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    database = Database(settings)
-    database.require_file()
-    report = asyncio.run(_run(database))
+    report = asyncio.run(_run(Database(settings)))
     taken = sum(report.taken_in.values())
     detail = ", ".join(f"{n} {outcome}" for outcome, n in sorted(report.taken_in.items()))
     print(f"took in {taken} rejected bodies" + (f" ({detail}); marked them reprocessed" if taken else ""))

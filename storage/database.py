@@ -15,7 +15,7 @@ import aiosqlite
 
 from plumbing.settings import Settings
 from storage.connection import open_reader, open_writer
-from storage.migrations import MIGRATIONS, migrate, schema_version
+from storage.migrations import MIGRATIONS, migrate, schema_version, tables
 from storage.readers import ReaderPool
 from storage.writer import Writer
 
@@ -53,16 +53,27 @@ class Database:
 
     def require_file(self) -> None:
         """A command that only reads or tidies must not create a database where there was none."""
-        if not Path(self.path).is_file():
+        if not self._exists():
             raise NoDatabase(f"there is no database at {self.path} (set --db or db_path)")
+
+    def _exists(self) -> bool:
+        return Path(self.path).is_file()
 
     async def connect_writer(self) -> aiosqlite.Connection:
         s = self._settings
         return await open_writer(self.path, s.synchronous, s.busy_timeout_ms)
 
     async def open_writer(self) -> list[str]:
-        """Open the write connection, bring the schema up to date and start the writer; the migrations applied."""
+        """Open the write connection, bring the schema up to date and start the writer; the migrations applied.
+
+        A missing or empty file becomes a new database; another program's file is refused untouched."""
         s = self._settings
+        if self._exists():
+            conn = await open_reader(self.path, s.busy_timeout_ms)
+            try:
+                await self._schema_version(conn)
+            finally:
+                await conn.close()
         try:
             conn = await self.connect_writer()
         except (OSError, sqlite3.Error) as exc:
@@ -88,20 +99,43 @@ class Database:
     async def open_reader(self, chunk_rows: int = 64) -> aiosqlite.Connection:
         """A read-only connection of the caller's own, for a command's long read (the pool is for /api).
 
-        The file must exist and hold this program's schema, at a version it knows."""
+        The file must exist and hold this program's schema, at a version it knows: a file that is not
+        SQLite, an empty one and another program's database are each refused in one sentence."""
         self.require_file()
         conn = await open_reader(self.path, self._settings.busy_timeout_ms, chunk_rows)
         try:
-            version = await schema_version(conn)
-        except sqlite3.DatabaseError as exc:
-            await conn.close()
-            raise DatabaseUnavailable(f"{self.path} is not a SQLite database this program can read ({exc})") from None
-        if not 0 < version <= len(MIGRATIONS):
-            await conn.close()
+            version = await self._schema_version(conn)
             if version == 0:
                 raise DatabaseUnavailable(f"{self.path} holds no receiver data (its schema was never created)")
-            raise DatabaseUnavailable(f"{self.path} has schema version {version}, newer than this program knows")
+            if version > len(MIGRATIONS):
+                raise DatabaseUnavailable(f"{self.path} has schema version {version}, newer than this program knows")
+        except BaseException:
+            await conn.close()
+            raise
         return conn
+
+    async def require_data(self) -> None:
+        """A command that changes the file (purge, reprocess-rejects) may bring its schema up to date, but
+        must not make a receiver database of a file that was none: the checks of ``open_reader``."""
+        conn = await self.open_reader()
+        await conn.close()
+
+    async def _schema_version(self, conn: aiosqlite.Connection) -> int:
+        """The file's schema version; a file that is not SQLite, or another program's, is refused.
+
+        Another program's file is one at version 0 (never migrated) that has tables nevertheless; it is
+        refused before the write connection switches it to WAL, so that it is left exactly as it was."""
+        try:
+            version = await schema_version(conn)
+            found = await tables(conn) if version == 0 else []
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseUnavailable(f"{self.path} is not a SQLite database this program can read ({exc})") from None
+        if found:
+            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            raise DatabaseUnavailable(
+                f"{self.path} is not a receiver database: it holds another program's tables ({shown})"
+            )
+        return version
 
     async def close(self, drain_seconds: float) -> bool:
         """Drain and close the writer (then its connection), then the read pool; whether everything queued

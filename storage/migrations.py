@@ -186,6 +186,11 @@ async def schema_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+async def tables(conn: aiosqlite.Connection) -> list[str]:
+    async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") as cursor:
+        return [str(row[0]) for row in await cursor.fetchall()]
+
+
 async def migrate(
     conn: aiosqlite.Connection, lock_wait: float, migrations: Sequence[Migration] = MIGRATIONS
 ) -> list[str]:

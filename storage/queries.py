@@ -93,6 +93,13 @@ async def iter_pushes(
             yield push_row(row)
 
 
+async def count_pushes(conn: aiosqlite.Connection, push_filter: PushFilter) -> int:
+    """How many pushes ``iter_pushes`` would yield (without a limit)."""
+    where, params = _where(push_filter)
+    ((count,),) = await conn.execute_fetchall(f"SELECT count(*) FROM pushes WHERE {where}", params)
+    return int(count)
+
+
 async def page_pushes(conn: aiosqlite.Connection, push_filter: PushFilter, limit: int) -> list[dict[str, Any]]:
     return [item async for item in iter_pushes(conn, push_filter, limit=limit)]
 
@@ -190,11 +197,19 @@ async def page_rejects(
     return items
 
 
+_PENDING_REJECTS = "FROM rejects WHERE id > ? AND reprocessed_at IS NULL AND body IS NOT NULL"
+
+
 async def pending_rejects(conn: aiosqlite.Connection, after: int, limit: int) -> list[tuple[int, str, bytes]]:
     """Rejects after id ``after`` that still have a body and were not taken in yet: (id, received_at, body)."""
     rows = await conn.execute_fetchall(
-        "SELECT id, received_at, body FROM rejects WHERE id > ? AND reprocessed_at IS NULL AND body IS NOT NULL"
-        " ORDER BY id LIMIT ?",
+        f"SELECT id, received_at, body {_PENDING_REJECTS} ORDER BY id LIMIT ?",
         (after, limit),
     )
     return [(row[0], row[1], bytes(row[2])) for row in rows]
+
+
+async def count_pending_rejects(conn: aiosqlite.Connection) -> int:
+    """How many rejects ``pending_rejects`` would yield from the start."""
+    ((count,),) = await conn.execute_fetchall(f"SELECT count(*) {_PENDING_REJECTS}", (0,))
+    return int(count)

@@ -6,6 +6,7 @@ the server's writer waits at most a few milliseconds (well inside its lock wait)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiosqlite
@@ -47,8 +48,21 @@ class Removed:
     reject_bodies: int = 0
 
 
+# Told how many rows each chunk went through (for a progress line).
+Advance = Callable[[int], None]
+
+
+def _ignore(rows: int) -> None:
+    pass
+
+
 async def _chunks(
-    conn: aiosqlite.Connection, lock_wait: float, select: str, cutoff: str, statements: tuple[str, ...]
+    conn: aiosqlite.Connection,
+    lock_wait: float,
+    select: str,
+    cutoff: str,
+    statements: tuple[str, ...],
+    advance: Advance,
 ) -> list[int]:
     """Run ``statements`` (each with ``{ids}``) on chunks of the ids ``select`` finds, one short transaction each.
 
@@ -70,29 +84,49 @@ async def _chunks(
                 for n, statement in enumerate(statements):
                     cursor = await conn.execute(statement.format(ids=",".join("?" * len(ids))), ids)
                     totals[n] += cursor.rowcount
+        advance(len(ids))
         if len(ids) < CHUNK_ROWS:
             return totals
 
 
-async def purge(conn: aiosqlite.Connection, lock_wait: float, cutoff: str, keep_typed: bool) -> Removed:
+def _selects(keep_typed: bool) -> tuple[str, str]:
+    return (_OLD_BODIES, _OLD_REJECT_BODIES) if keep_typed else (_OLD_PUSHES, _OLD_REJECTS)
+
+
+async def count_old(conn: aiosqlite.Connection, cutoff: str, keep_typed: bool) -> int:
+    """How many pushes and rejects ``purge`` would go through, counted with its own selects."""
+    total = 0
+    for select in _selects(keep_typed):
+        ((count,),) = await conn.execute_fetchall(
+            f"SELECT count(*) FROM ({select})", {"cutoff": cutoff, "at": "", "id": 0}
+        )
+        total += int(count)
+    return total
+
+
+async def purge(
+    conn: aiosqlite.Connection, lock_wait: float, cutoff: str, keep_typed: bool, advance: Advance = _ignore
+) -> Removed:
     """Rows received before ``cutoff`` (stored time text) deleted, or with ``keep_typed`` only their bodies."""
     removed = Removed()
+    pushes, rejects = _selects(keep_typed)
     if keep_typed:
         removed.versions, removed.bodies = await _chunks(
             conn,
             lock_wait,
-            _OLD_BODIES,
+            pushes,
             cutoff,
             (_DELETE_VERSIONS, "UPDATE pushes SET body = NULL WHERE seq IN ({ids}) AND body IS NOT NULL"),
+            advance,
         )
         (removed.reject_bodies,) = await _chunks(
-            conn, lock_wait, _OLD_REJECT_BODIES, cutoff, ("UPDATE rejects SET body = NULL WHERE id IN ({ids})",)
+            conn, lock_wait, rejects, cutoff, ("UPDATE rejects SET body = NULL WHERE id IN ({ids})",), advance
         )
     else:
         removed.versions, removed.pushes = await _chunks(
-            conn, lock_wait, _OLD_PUSHES, cutoff, (_DELETE_VERSIONS, "DELETE FROM pushes WHERE seq IN ({ids})")
+            conn, lock_wait, pushes, cutoff, (_DELETE_VERSIONS, "DELETE FROM pushes WHERE seq IN ({ids})"), advance
         )
         (removed.rejects,) = await _chunks(
-            conn, lock_wait, _OLD_REJECTS, cutoff, ("DELETE FROM rejects WHERE id IN ({ids})",)
+            conn, lock_wait, rejects, cutoff, ("DELETE FROM rejects WHERE id IN ({ids})",), advance
         )
     return removed

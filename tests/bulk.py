@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from pathlib import Path
 
-from storage.connection import open_writer
-from storage.migrations import migrate
-
-
-async def _migrate(path: Path) -> None:
-    conn = await open_writer(str(path), "NORMAL", 1000)
-    try:
-        await migrate(conn, 1.0)
-    finally:
-        await conn.close()
-
-
-def migrated(path: Path) -> Path:
-    asyncio.run(_migrate(path))
-    return path
+from tests.support import sqlite_file
 
 
 def add_pushes(path: Path, count: int, received_at: str = "2026-01-01T00:00:00.000Z", prefix: str = "bulk") -> None:
     """``count`` small pushes (a one-turn transcript each), all received at ``received_at``."""
-    with sqlite3.connect(path) as conn:
+    with sqlite_file(path) as conn:
         conn.execute(
             """
             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)

@@ -1,50 +1,19 @@
-"""Fixtures: the real app from the factory on a fresh SQLite file, and helpers to read that file."""
+"""Fixtures only: the real app from the factory on a fresh SQLite file. Helpers are in tests/support.py."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import socket
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from commands.send_sample import vendor_sample
 from plumbing.settings import Settings
 from server import create_app
-
-DATA = Path(__file__).parent / "data"
-SAMPLE_BYTES = vendor_sample()
-
-ClientFactory = Callable[..., Any]
-
-
-def sample(**call_overrides: Any) -> dict[str, Any]:
-    """A fresh copy of the vendor's sample push, with fields of ``call`` replaced."""
-    push: dict[str, Any] = copy.deepcopy(orjson.loads(SAMPLE_BYTES))
-    push["call"].update(call_overrides)
-    return push
-
-
-def rows(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    """Read the database the way an operator would: a separate connection to the file."""
-    # closing(): a sqlite3 connection refers to itself through its statement cache, so without an
-    # explicit close its file stays open until the garbage collector runs.
-    with closing(sqlite3.connect(db_path)) as conn:
-        conn.row_factory = sqlite3.Row
-        return conn.execute(sql, params).fetchall()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import ClientFactory, seen_from
 
 
 @pytest.fixture
@@ -65,10 +34,14 @@ def settings(db_path: Path) -> Settings:
 
 @pytest.fixture
 def make_client(aiohttp_client: Any, settings: Settings) -> ClientFactory:
-    """Start the real app on a test server; keyword arguments change the settings."""
+    """Start the real app on a test server; keyword arguments change the settings. ``peer`` is the client
+    address the app sees instead of loopback (see ``tests.support.seen_from``)."""
 
-    async def start(**changes: Any) -> TestClient[Any, Any]:
-        return await aiohttp_client(create_app(dataclasses.replace(settings, **changes).validate()))  # type: ignore[no-any-return]
+    async def start(peer: str | None = None, **changes: Any) -> TestClient[Any, Any]:
+        app = create_app(dataclasses.replace(settings, **changes).validate())
+        if peer is not None:
+            app.middlewares.insert(0, seen_from(peer))
+        return await aiohttp_client(app)  # type: ignore[no-any-return]
 
     return start
 

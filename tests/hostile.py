@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from tests.conftest import SAMPLE_BYTES, sample
 from tests.rawhttp import Part, request_bytes
+from tests.support import SAMPLE_BYTES, sample
 
 LIMIT = 1024 * 1024
 BODY_TIMEOUT = 1.0

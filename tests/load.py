@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from tests.conftest import sample
+from tests.support import sample
 
 # Longer than any answer the server may take (ack_timeout is at most 9 s): a request cut off by this
 # is a hang, and it is tallied as such.

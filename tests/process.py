@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support import free_port
 
 ROOT = Path(__file__).parent.parent
 
@@ -52,24 +52,6 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(f"server did not exit within {timeout}s of signal {sig}") from None
-
-
-def post(url: str, body: bytes, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    return send(request, timeout, tls)
-
-
-def get(url: str, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
-    return send(urllib.request.Request(url), timeout, tls)
-
-
-def send(request: urllib.request.Request, timeout: float, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
-    """Status and body, error statuses included."""
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def wait_until_up(

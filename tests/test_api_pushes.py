@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 
 from storage.queries import PUSH_COLUMNS
-from tests.conftest import ClientFactory, sample
-from tests.test_push import TYPED
-
-
-async def post(client: TestClient[Any, Any], push: dict[str, Any]) -> None:
-    response = await client.post("/push", data=orjson.dumps(push))
-    assert response.status == 200, await response.text()
-
-
-async def get_json(client: TestClient[Any, Any], path: str, status: int = 200, **params: Any) -> Any:
-    response = await client.get(path, params={k: str(v) for k, v in params.items()})
-    assert response.status == status, await response.text()
-    return await response.json()
+from tests.support import TYPED, ClientFactory, get_json, post_push, sample, sqlite_file
 
 
 async def test_sample_comes_back_as_typed_columns(make_client: ClientFactory) -> None:
     client = await make_client()
-    await post(client, sample())
+    await post_push(client, sample())
     page = await get_json(client, "/api/pushes")
     (item,) = page["items"]
     assert tuple(item) == PUSH_COLUMNS
@@ -43,7 +28,7 @@ async def test_sample_comes_back_as_typed_columns(make_client: ClientFactory) ->
 
 async def test_warnings_are_a_list(make_client: ClientFactory) -> None:
     client = await make_client()
-    await post(client, sample(call_id="odd", hangup_type="Unplugged"))
+    await post_push(client, sample(call_id="odd", hangup_type="Unplugged"))
     (item,) = (await get_json(client, "/api/pushes"))["items"]
     assert item["warnings"] == ["call.hangup_type has an undocumented value 'Unplugged'"]
 
@@ -56,7 +41,7 @@ async def test_filters_match_exactly(make_client: ClientFactory, db_path: Path) 
         push["callee"]["callee_number"] = f"+1555000{n}"
         if n == 5:
             push["workflow_id"], push["node_id"] = "other-workflow", "other-node"
-        await post(client, push)
+        await post_push(client, push)
 
     async def call_ids(**params: Any) -> list[str]:
         return [item["call_id"] for item in (await get_json(client, "/api/pushes", **params))["items"]]
@@ -74,8 +59,8 @@ async def test_filters_match_exactly(make_client: ClientFactory, db_path: Path) 
 async def test_since_and_until_bound_the_received_time(make_client: ClientFactory, db_path: Path) -> None:
     client = await make_client()
     for n in range(4):
-        await post(client, sample(call_id=f"d{n}"))
-    with sqlite3.connect(db_path) as conn:
+        await post_push(client, sample(call_id=f"d{n}"))
+    with sqlite_file(db_path) as conn:
         for n, day in enumerate(("2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23")):
             conn.execute("UPDATE pushes SET first_received_at = ? WHERE call_id = ?", (f"{day}T23:30:00.000Z", f"d{n}"))
 
@@ -92,7 +77,7 @@ async def test_since_and_until_bound_the_received_time(make_client: ClientFactor
 async def test_pages_follow_next_after(make_client: ClientFactory) -> None:
     client = await make_client()
     for n in range(7):
-        await post(client, sample(call_id=f"p{n}"))
+        await post_push(client, sample(call_id=f"p{n}"))
     seen: list[int] = []
     after = 0
     while True:
@@ -109,7 +94,7 @@ async def test_pages_follow_next_after(make_client: ClientFactory) -> None:
 async def test_newest_first_pages_go_back_with_next_before(make_client: ClientFactory) -> None:
     client = await make_client()
     for n in range(7):
-        await post(client, sample(call_id=f"n{n}", intention="A" if n % 2 else "B"))
+        await post_push(client, sample(call_id=f"n{n}", intention="A" if n % 2 else "B"))
     seen: list[int] = []
     page = await get_json(client, "/api/pushes", order="newest", limit=3)
     while page["items"]:
@@ -163,7 +148,7 @@ async def test_a_feed_under_concurrent_writes_sees_every_push_once(make_client: 
 
     async def write(w: int) -> None:
         for n in range(per_writer):
-            await post(client, sample(call_id=f"w{w}-{n}"))
+            await post_push(client, sample(call_id=f"w{w}-{n}"))
             if n % 10 == 0:
                 await asyncio.sleep(0)
 

@@ -15,8 +15,7 @@ from plumbing.settings import Settings
 from server import create_app
 from storage import readers
 from storage.queries import PUSH_COLUMNS
-from tests.conftest import SAMPLE_BYTES, ClientFactory, sample
-from tests.test_api_pushes import get_json, post
+from tests.support import SAMPLE_BYTES, ClientFactory, get_json, post_push, sample
 
 KEY = "/".join((sample()["workflow_id"], sample()["node_id"], sample()["call"]["call_id"]))
 
@@ -25,7 +24,7 @@ async def test_one_push_has_body_metadata_and_versions(make_client: ClientFactor
     client = await make_client()
     assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
     assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
-    await post(client, sample(intention="F"))
+    await post_push(client, sample(intention="F"))
     push = await get_json(client, f"/api/pushes/{KEY}")
     assert tuple(push) == (*PUSH_COLUMNS, "body", "versions")
     assert push["body"] == orjson.loads(SAMPLE_BYTES)
@@ -46,12 +45,12 @@ async def test_stats_count_pushes_duplicates_and_rejects(make_client: ClientFact
     empty = await get_json(client, "/api/stats")
     assert (empty["pushes"], empty["duplicates"], empty["rejects"], empty["last_push_at"]) == (0, 0, 0, None)
     for n in range(3):
-        await post(client, sample(call_id=f"s{n}", intention="AB"[n % 2]))
-    await post(client, sample(call_id="s0"))
-    await post(client, sample(call_id="s0"))
+        await post_push(client, sample(call_id=f"s{n}", intention="AB"[n % 2]))
+    await post_push(client, sample(call_id="s0"))
+    await post_push(client, sample(call_id="s0"))
     other = sample(call_id="x")
     other["workflow_id"], other["workflow_name"] = "w2", "second"
-    await post(client, other)
+    await post_push(client, other)
     for body in (b"nope", b"[]", b"{}"):
         assert (await client.post("/push", data=body)).status in (400, 422)
     stats = await get_json(client, "/api/stats")

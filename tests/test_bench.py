@@ -9,7 +9,7 @@ import pytest
 
 from bench import ceiling, naive
 from bench.wrk import parse
-from tests.conftest import SAMPLE_BYTES, rows
+from tests.support import SAMPLE_BYTES, rows
 
 
 def files_in(folder: Path) -> list[str]:

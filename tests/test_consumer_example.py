@@ -13,8 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import sample
-from tests.process import ROOT, post, running_server
+from tests.process import ROOT, running_server
+from tests.support import post, sample
 
 TOKEN = "consumer-token-0123456789"
 

@@ -12,8 +12,8 @@ import pytest
 
 from plumbing.logs import JsonFormatter, TextFormatter, escape, resolve_format
 from plumbing.settings import ConfigError, load
-from tests.conftest import SAMPLE_BYTES, free_port, sample
-from tests.process import get, post, run_server_to_exit, running_server
+from tests.process import run_server_to_exit, running_server
+from tests.support import SAMPLE_BYTES, free_port, get, post, sample
 
 
 def test_dev_prints_one_readable_line_per_push(tmp_path: Path) -> None:

@@ -18,10 +18,8 @@ from handlers.event_hub import END, MAX_BACKLOG, EventHub
 from handlers.keys import EVENTS
 from plumbing.settings import Settings
 from storage.records import Outcome
-from tests.conftest import SAMPLE_BYTES, ClientFactory
 from tests.process import running_server
-from tests.test_access import TOKEN
-from tests.test_write_path import record
+from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, record
 
 
 async def next_event(response: ClientResponse) -> tuple[str, object]:

@@ -13,8 +13,9 @@ import pytest
 
 from server import main
 from storage.queries import PUSH_COLUMNS
-from tests.bulk import add_pushes, migrated
+from tests.bulk import add_pushes
 from tests.process import ROOT
+from tests.support import migrated
 
 # server.main() must not pick up the checkout's ./config.toml.
 pytestmark = pytest.mark.usefixtures("away_from_config")

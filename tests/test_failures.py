@@ -20,25 +20,17 @@ from pathlib import Path
 import pytest
 
 from plumbing.settings import Settings
-from tests.conftest import rows
 from tests.load import Tally, background_load, deliver_all, error_code
-from tests.process import get, running_server
+from tests.process import running_server
+from tests.support import get, report, rows, stored_call_ids
 
 pytestmark = pytest.mark.failure
 
 DEFAULTS = Settings()
 
 
-def stored_call_ids(db_path: Path) -> set[str]:
-    return {row[0] for row in rows(db_path, "SELECT call_id FROM pushes")}
-
-
 def integrity(db_path: Path) -> str:
     return str(rows(db_path, "PRAGMA integrity_check")[0][0])
-
-
-def report(name: str, **figures: object) -> None:
-    print(f"\n[{name}] " + ", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in figures.items()))
 
 
 # A process crash loses no commit whatever ``synchronous`` says (the data is with the kernel); OFF is the

@@ -11,7 +11,7 @@ import orjson
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ClientFactory, rows
+from tests.support import ClientFactory, rows
 
 # JSON values of any shape, small.
 json_values = st.recursive(

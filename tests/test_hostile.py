@@ -10,10 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import rows
 from tests.hostile import BODY_TIMEOUT, CORPUS, HTTP_PARSER, STORED, Hostile, wire
 from tests.process import running_server
 from tests.rawhttp import RawResponse, exchange, request_bytes
+from tests.support import rows
 
 HEALTHZ = request_bytes("GET", "/healthz")
 

@@ -10,9 +10,8 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import SAMPLE_BYTES, sample
-from tests.process import ROOT, get, post, running_server
-from tests.test_access import TOKEN
+from tests.process import ROOT, running_server
+from tests.support import SAMPLE_BYTES, TOKEN, get, post, sample
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 HOSTILE_NAME = "<img src=x onerror=window.injected=1>"

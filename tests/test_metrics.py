@@ -13,8 +13,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from handlers.keys import WRITER
-from tests.conftest import SAMPLE_BYTES, ClientFactory, rows, sample
-from tests.test_access import TOKEN
+from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, rows, sample
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

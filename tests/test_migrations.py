@@ -11,8 +11,8 @@ import pytest
 
 from storage.connection import NotWal, open_writer
 from storage.migrations import MIGRATIONS, Migration, SchemaTooNew, migrate, schema_version
-from tests.conftest import rows
 from tests.process import run_server_to_exit
+from tests.support import migrated, rows, sqlite_file
 
 
 async def test_migrations_apply_once(db_path: Path) -> None:
@@ -41,7 +41,7 @@ async def test_failed_migration_step_rolls_back(db_path: Path) -> None:
 
 
 async def test_newer_schema_is_refused(db_path: Path) -> None:
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_file(db_path) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn2 = await open_writer(str(db_path), "FULL", 1000)
     try:
@@ -77,9 +77,12 @@ async def test_a_database_without_wal_is_refused_at_open() -> None:
 @pytest.mark.parametrize("problem", ["schema too new", "locked"])
 def test_commands_that_write_fail_in_one_sentence(tmp_path: Path, command: list[str], problem: str) -> None:
     db_path = tmp_path / "pushes.sqlite3"
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA user_version = 99" if problem == "schema too new" else "CREATE TABLE t (x)")
+    if problem == "schema too new":
+        with sqlite_file(db_path) as conn:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA user_version = 99")
+    else:
+        migrated(db_path)
     config = tmp_path / "config.toml"
     config.write_text("busy_timeout_ms = 300\n")
     # Another process holds the write lock until the command has answered.

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import SAMPLE_BYTES, rows
-from tests.process import console_script, post, run_server_to_exit, running_server
-from tests.test_push import TYPED
+from tests.process import console_script, run_server_to_exit, running_server
+from tests.support import SAMPLE_BYTES, TYPED, post, rows
 
 
 def test_server_process_stores_sample_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:

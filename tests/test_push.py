@@ -11,24 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import SAMPLE_BYTES, ClientFactory, rows, sample
-
-TYPED = {
-    "workflow_id": "079918b288xxxxxxxx3815e2a8030eb",
-    "node_id": "f878645926xxxxxxxxb0b779ba254",
-    "call_id": "817377d194xxxxxxxxc8ad463bc81d996a",
-    "workflow_name": "test_api_action6",
-    "node_name": "API2",
-    "case_id": "12345.0",
-    "callee_number": "+861xxxxxxxx5721",
-    "task_id": "b1a9e2ea8xxxxxxxx1551b6454b414b",
-    "robot_id": "4496",
-    "call_start_time": "2024-03-11 15:58:26",
-    "call_end_time": "2024-03-11 15:59:12",
-    "intention": "E",
-    "hangup_type": "ByCallee",
-    "ring_type": "normal",
-}
+from tests.support import SAMPLE_BYTES, TYPED, ClientFactory, rows, sample
 
 
 async def test_push_sample_is_stored_with_typed_columns(make_client: ClientFactory, db_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from handlers.access import AccessPolicy
 from handlers.keys import METRICS
 from plumbing.settings import Settings
-from tests.conftest import SAMPLE_BYTES, ClientFactory, rows
+from tests.support import SAMPLE_BYTES, ClientFactory, rows
 
 
 def refusals(client: Any, reason: str) -> float:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from storage.readers import ReaderPool
-from tests.bulk import add_pushes, migrated
+from tests.bulk import add_pushes
+from tests.support import migrated
 
 
 def test_pool_connections_are_read_only_reused_and_bounded(tmp_path: Path) -> None:

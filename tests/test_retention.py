@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,9 +12,9 @@ import orjson
 import pytest
 
 from server import main
-from tests.bulk import add_pushes, migrated
-from tests.conftest import SAMPLE_BYTES, rows, sample
-from tests.process import ROOT, post, running_server
+from tests.bulk import add_pushes
+from tests.process import ROOT, running_server
+from tests.support import SAMPLE_BYTES, migrated, post, rows, sample, sqlite_file
 
 # server.main() must not pick up the checkout's ./config.toml.
 pytestmark = pytest.mark.usefixtures("away_from_config")
@@ -24,7 +23,7 @@ OLD = "2020-01-01T00:00:00.000Z"
 
 
 def add_version(db: Path, call_id: str) -> None:
-    with sqlite3.connect(db) as conn:
+    with sqlite_file(db) as conn:
         conn.execute(
             "INSERT INTO push_versions (push_seq, received_at, body_hash, body)"
             " SELECT seq, first_received_at, randomblob(16), body FROM pushes WHERE call_id = ?",
@@ -33,7 +32,7 @@ def add_version(db: Path, call_id: str) -> None:
 
 
 def add_reject(db: Path, body: bytes | None, received_at: str = OLD, reason: str = "invalid_field") -> None:
-    with sqlite3.connect(db) as conn:
+    with sqlite_file(db) as conn:
         conn.execute(
             "INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)"
             " VALUES (?, '127.0.0.1', ?, 'refused earlier', '/push', '{}', ?)",
@@ -150,7 +149,7 @@ def test_reprocess_rejects_takes_in_what_is_valid_now(tmp_path: Path, capsys: py
 def test_reprocess_rejects_stores_a_push_only_with_its_mark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = migrated(tmp_path / "db.sqlite3")
     add_reject(db, SAMPLE_BYTES)
-    with sqlite3.connect(db) as conn:  # the mark fails: the push of the same commit must not stay
+    with sqlite_file(db) as conn:  # the mark fails: the push of the same commit must not stay
         conn.execute("CREATE TRIGGER no_marks BEFORE UPDATE ON rejects BEGIN SELECT RAISE(ABORT, 'marks refused'); END")
     assert main(["reprocess-rejects", "--db", str(db)]) == 2
     said = capsys.readouterr()

@@ -13,8 +13,8 @@ import pytest
 
 from commands.send_sample import default_url
 from plumbing.settings import Settings
-from tests.conftest import SAMPLE_BYTES, free_port, rows
 from tests.process import console_script, running_server
+from tests.support import SAMPLE_BYTES, free_port, rows
 
 
 def send_sample(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import rows, sample
-from tests.process import post, running_server
+from tests.process import running_server
 from tests.rawhttp import request_bytes
+from tests.support import post, rows, sample
 
 SLOW_CONNECTIONS = 200
 IDLE_TIMEOUT = 2.0

@@ -18,8 +18,8 @@ import pytest
 
 from plumbing.settings import EXIT_SECONDS
 from plumbing.systemd_notify import Notifier
-from tests.conftest import SAMPLE_BYTES, free_port, rows
-from tests.process import ROOT, console_script, post, run_server_to_exit, running_server
+from tests.process import ROOT, console_script, run_server_to_exit, running_server
+from tests.support import SAMPLE_BYTES, free_port, post, rows
 
 UNIT = ROOT / "deploy" / "airudder-receiver.service"
 UNIT_NAME = UNIT.name

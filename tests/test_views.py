@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import orjson
 
-from tests.conftest import SAMPLE_BYTES, ClientFactory, rows, sample
+from tests.support import SAMPLE_BYTES, ClientFactory, rows, sample, sqlite_file
 
 SAMPLE = orjson.loads(SAMPLE_BYTES)
 CALL_ID = SAMPLE["call"]["call_id"]
@@ -56,7 +55,7 @@ async def test_odd_or_dropped_bodies_yield_no_rows_and_no_error(make_client: Cli
     odd = sample(call_id="odd", asr_result="not a list", multi_label=["x"], question_answer={}, redial_call=[1, 2])
     assert (await client.post("/push", data=orjson.dumps(odd))).status == 200
     assert (await client.post("/push", data=orjson.dumps(sample(call_id="purged")))).status == 200
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_file(db_path) as conn:
         conn.execute("UPDATE pushes SET body = NULL WHERE call_id = 'purged'")
     for view in ("call_transcripts", "call_labels", "call_answers", "call_redials"):
         assert rows(db_path, f"SELECT count(*) FROM {view}")[0][0] == 0, view

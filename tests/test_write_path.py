@@ -18,14 +18,9 @@ from storage.connection import open_writer
 from storage.migrations import migrate
 from storage.records import Outcome, PushRecord, utc_now
 from storage.writer import WriteFailed, Writer, WriterUnavailable, stored_hashes_sql
-from tests.conftest import SAMPLE_BYTES, ClientFactory, rows, sample
+from tests.support import SAMPLE_BYTES, ClientFactory, record, rows, sample, sqlite_file
 
 LockTaker = Callable[[], sqlite3.Connection]
-
-
-def record(call_id: str) -> PushRecord:
-    body = orjson.dumps(sample(call_id=call_id))
-    return to_record(body, decode(body), utc_now())
 
 
 async def wait_for_rows(db_path: Path, count: int, seconds: float = 5.0) -> None:
@@ -88,7 +83,7 @@ async def test_locked_database_gives_503_then_recovers(
 async def test_failed_commit_is_503_and_the_writer_keeps_going(make_client: ClientFactory, db_path: Path) -> None:
     client = await make_client()
     assert (await client.post("/push", data=orjson.dumps(sample(call_id="ok-1")))).status == 200
-    with sqlite3.connect(db_path) as conn:  # a real failure inside the writer's transaction
+    with sqlite_file(db_path) as conn:  # a real failure inside the writer's transaction
         conn.execute(
             "CREATE TRIGGER refuse BEFORE INSERT ON pushes WHEN NEW.call_id LIKE 'bad%' "
             "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
@@ -98,7 +93,7 @@ async def test_failed_commit_is_503_and_the_writer_keeps_going(make_client: Clie
     assert (await failed.json())["error"] == "storage_error"
     assert "Retry-After" in failed.headers
     assert (await client.post("/push", data=orjson.dumps(sample(call_id="ok-2")))).status == 200
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_file(db_path) as conn:
         conn.execute("DROP TRIGGER refuse")
     assert (await client.post("/push", data=orjson.dumps(sample(call_id="bad-1")))).status == 200
     stored = [r[0] for r in rows(db_path, "SELECT call_id FROM pushes ORDER BY seq")]
@@ -236,7 +231,7 @@ async def test_duplicate_look_up_searches_the_index_instead_of_scanning(db_path:
     async with running_writer(db_path) as writer:
         for n in range(50):
             writer.submit(record(f"s{n}"), wait=False)
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_file(db_path) as conn:
         conn.execute("ANALYZE")
     plan = rows(db_path, "EXPLAIN QUERY PLAN " + stored_hashes_sql(2), ("w", "n", "a", "w", "n", "b"))
     details = [row["detail"] for row in plan]

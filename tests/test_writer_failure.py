@@ -20,10 +20,8 @@ from aiohttp.test_utils import TestClient
 from handlers.keys import WRITER
 from storage.connection import open_writer
 from storage.writer import WriteFailed, Writer, WriterUnavailable
-from tests.conftest import ClientFactory, rows
 from tests.load import push_body
-from tests.test_failures import report, stored_call_ids
-from tests.test_write_path import record
+from tests.support import ClientFactory, record, report, rows, stored_call_ids
 
 pytestmark = pytest.mark.failure
 

@@ -1,0 +1,169 @@
+"""What tests and bench share: the vendor's sample, the database file as an operator sees it, and HTTP.
+
+Fixtures live in conftest.py and nothing imports from there; helpers live here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import socket
+import sqlite3
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from aiohttp.typedefs import Handler, Middleware
+
+from commands.send_sample import vendor_sample
+from handlers.payload import decode, to_record
+from storage.connection import open_writer
+from storage.migrations import migrate
+from storage.records import PushRecord, utc_now
+
+SAMPLE_BYTES = vendor_sample()
+
+# The typed columns the vendor's sample is stored with.
+TYPED = {
+    "workflow_id": "079918b288xxxxxxxx3815e2a8030eb",
+    "node_id": "f878645926xxxxxxxxb0b779ba254",
+    "call_id": "817377d194xxxxxxxxc8ad463bc81d996a",
+    "workflow_name": "test_api_action6",
+    "node_name": "API2",
+    "case_id": "12345.0",
+    "callee_number": "+861xxxxxxxx5721",
+    "task_id": "b1a9e2ea8xxxxxxxx1551b6454b414b",
+    "robot_id": "4496",
+    "call_start_time": "2024-03-11 15:58:26",
+    "call_end_time": "2024-03-11 15:59:12",
+    "intention": "E",
+    "hangup_type": "ByCallee",
+    "ring_type": "normal",
+}
+
+# An api_token for tests that guard the read routes.
+TOKEN = "read-0123456789abcdef"
+
+# The make_client fixture: starts the real app; keyword arguments change the settings.
+ClientFactory = Callable[..., Any]
+
+
+def sample(**call_overrides: Any) -> dict[str, Any]:
+    """A fresh copy of the vendor's sample push, with fields of ``call`` replaced."""
+    push: dict[str, Any] = copy.deepcopy(orjson.loads(SAMPLE_BYTES))
+    push["call"].update(call_overrides)
+    return push
+
+
+def record(call_id: str) -> PushRecord:
+    """The sample with ``call_id``, checked and built the way the push handler does."""
+    body = orjson.dumps(sample(call_id=call_id))
+    return to_record(body, decode(body), utc_now())
+
+
+def report(name: str, **figures: object) -> None:
+    """Print a test's figures on one line (``pytest -s`` shows them)."""
+    print(f"\n[{name}] " + ", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in figures.items()))
+
+
+# -- the database file ----------------------------------------------------------------------------
+
+
+@contextmanager
+def sqlite_file(path: str | Path, **options: Any) -> Iterator[sqlite3.Connection]:
+    """A separate connection to the file, the way an operator opens it: committed if the block succeeds,
+    rolled back if it raises, and closed either way.
+
+    ``with sqlite_file(...)`` only commits: the connection refers to itself through its statement
+    cache, so its file stays open until the garbage collector runs.
+    """
+    with closing(sqlite3.connect(path, **options)) as conn, conn:
+        yield conn
+
+
+def rows(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    with sqlite_file(db_path) as conn:
+        conn.row_factory = sqlite3.Row
+        return conn.execute(sql, params).fetchall()
+
+
+def stored_call_ids(db_path: Path) -> set[str]:
+    return {row[0] for row in rows(db_path, "SELECT call_id FROM pushes")}
+
+
+async def create_schema(path: str | Path, synchronous: str = "NORMAL") -> None:
+    """Open the file the way the receiver does (WAL, ``synchronous``) and apply its migrations."""
+    conn = await open_writer(str(path), synchronous, busy_timeout_ms=3000)
+    try:
+        await migrate(conn, 1.0)
+    finally:
+        await conn.close()
+
+
+def migrated(path: Path) -> Path:
+    """``path``, made a receiver database with no rows."""
+    asyncio.run(create_schema(path))
+    return path
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def post(url: str, body: bytes, timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    """POST to a running server: status and body, error statuses included."""
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    return send(request, timeout, tls)
+
+
+def get(
+    url: str, timeout: float = 10.0, tls: ssl.SSLContext | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    return send(urllib.request.Request(url, headers=headers or {}), timeout, tls)
+
+
+def send(request: urllib.request.Request, timeout: float, tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def seen_from(peer: str) -> Middleware:
+    """A middleware, outermost, that makes every request seem to come from ``peer``.
+
+    The test server listens on loopback and the machine may have no other address to connect from; only
+    the peer address changes, and the access rules, routes and handlers that see it are the real ones.
+    """
+
+    @web.middleware
+    async def replace_peer(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(request.clone(remote=peer))
+
+    return replace_peer
+
+
+async def post_push(client: TestClient[Any, Any], push: dict[str, Any]) -> None:
+    """POST ``push`` to the app under test, which must take it."""
+    response = await client.post("/push", data=orjson.dumps(push))
+    assert response.status == 200, await response.text()
+
+
+async def get_json(client: TestClient[Any, Any], path: str, status: int = 200, **params: Any) -> Any:
+    """GET from the app under test, expecting ``status``; the decoded body."""
+    response = await client.get(path, params={k: str(v) for k, v in params.items()})
+    assert response.status == status, await response.text()
+    return await response.json()
