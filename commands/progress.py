@@ -34,7 +34,8 @@ class Progress:
         self.done = 0
         self._stream = stream
         self._started = time.monotonic()
-        self._drawn_at = 0.0
+        # The first line waits as long as a redraw: a rate taken over the first few rows says little.
+        self._drawn_at = self._started
 
     def advance(self, rows: int) -> None:
         self.done += rows

@@ -54,6 +54,17 @@ class ServerProcess:
             raise AssertionError(f"server did not exit within {timeout}s of signal {sig}") from None
 
 
+def send_sample(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [console_script(), "send-sample", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def wait_until_up(
     url: str, proc: subprocess.Popen[bytes], seconds: float = 15.0, tls: ssl.SSLContext | None = None
 ) -> None:

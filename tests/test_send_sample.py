@@ -13,19 +13,8 @@ import pytest
 
 from commands.send_sample import default_url
 from plumbing.settings import Settings
-from tests.process import console_script, running_server
+from tests.process import console_script, running_server, send_sample
 from tests.support import SAMPLE_BYTES, free_port, rows
-
-
-def send_sample(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [console_script(), "send-sample", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_sends_the_shipped_sample_then_a_fresh_call(tmp_path: Path) -> None:
@@ -125,3 +114,14 @@ def test_push_token_is_used_but_not_printed(tmp_path: Path) -> None:
     assert token not in result.stdout
     assert result.stdout.splitlines()[0].endswith(f"127.0.0.1:{port}/push/***")
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
+
+
+def test_a_certificate_that_cannot_be_loaded_is_one_sentence_on_stderr(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    (tmp_path / "key.pem").write_text("not a key\n")
+    (tmp_path / "config.toml").write_text('tls_cert = "cert.pem"\ntls_key = "key.pem"\n')
+    result = send_sample(tmp_path, "--retries", "0")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("airudder-receiver: send-sample: cannot load tls_cert cert.pem: "), line

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.process import run_server_to_exit, running_server
+from tests.process import run_server_to_exit, running_server, send_sample
 from tests.rawhttp import exchange, request_bytes
 from tests.support import SAMPLE_BYTES, post, rows
-from tests.test_send_sample import send_sample
 
 
 @pytest.fixture(scope="module")
