@@ -55,6 +55,7 @@ class ServerProcess:
 
 
 def send_sample(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed ``airudder-receiver send-sample ARGS``, run in ``cwd`` (so it reads the config there)."""
     return subprocess.run(
         [console_script(), "send-sample", *args],
         capture_output=True,
