@@ -11,9 +11,10 @@ import argparse
 import sqlite3
 from typing import Protocol
 
-from commands import export, purge, reprocess_rejects, send_sample, stats
+from commands import backup, export, purge, reprocess_rejects, send_sample, stats
 from plumbing.exits import CommandFailed, fail
 from plumbing.settings import Settings
+from storage.backup import CopyDamaged
 from storage.database import DatabaseUnavailable
 from storage.filters import FilterError
 from storage.migrations import SchemaTooNew
@@ -30,10 +31,10 @@ class Command(Protocol):
 
 
 # Modules match the protocol (mypy checks each one).
-COMMANDS: tuple[Command, ...] = (export, stats, purge, reprocess_rejects, send_sample)
+COMMANDS: tuple[Command, ...] = (export, stats, purge, reprocess_rejects, send_sample, backup)
 
 # What a command may run into that is the operator's to fix, not a bug.
-COMMAND_ERRORS = (CommandFailed, DatabaseUnavailable, FilterError, SchemaTooNew, OSError, *STORE_ERRORS)
+COMMAND_ERRORS = (CommandFailed, CopyDamaged, DatabaseUnavailable, FilterError, SchemaTooNew, OSError, *STORE_ERRORS)
 
 
 def run_command(command: Command, args: argparse.Namespace, settings: Settings) -> int:

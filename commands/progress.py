@@ -28,9 +28,10 @@ def on_terminal(stream: TextIO | None = None) -> bool:
 
 
 class Progress:
-    def __init__(self, label: str, total: int, stream: TextIO) -> None:
+    def __init__(self, label: str, total: int, stream: TextIO, unit: str = "rows") -> None:
         self.label = label
         self.total = total
+        self.unit = unit
         self.done = 0
         self._stream = stream
         self._started = time.monotonic()
@@ -46,10 +47,10 @@ class Progress:
     def line(self, now: float) -> str:
         elapsed = max(now - self._started, 1e-6)
         rate = self.done / elapsed
-        shown = f"{self.label}: {self.done:,} of {self.total:,} rows"
+        shown = f"{self.label}: {self.done:,} of {self.total:,} {self.unit}"
         if self.total:
             shown += f" ({min(self.done / self.total, 1.0):.0%})"
-        shown += f", {rate:,.0f} rows/s"
+        shown += f", {rate:,.0f} {self.unit}/s"
         left = max(self.total - self.done, 0)
         if left and rate > 0:
             shown += f", {timedelta(seconds=round(left / rate))} left"
@@ -78,13 +79,16 @@ class _Silent(Progress):
 
 
 @contextmanager
-def progress(label: str, total: int | None, stream: TextIO | None = None) -> Iterator[Progress]:
-    """A progress line for ``total`` rows, or a silent stand-in when ``total`` is None (not a terminal).
+def progress(
+    label: str, total: int | None, stream: TextIO | None = None, unit: str = "rows"
+) -> Iterator[Progress]:
+    """A progress line for ``total`` rows (or other ``unit``), or a silent stand-in when ``total`` is None
+    (not a terminal).
 
     The line is finished however the block ends, so an error sentence does not land on the same line.
     """
     stream = stream or sys.stderr
-    shown: Progress = Progress(label, total, stream) if total is not None else _Silent(label, 0, stream)
+    shown: Progress = Progress(label, total, stream, unit) if total is not None else _Silent(label, 0, stream)
     try:
         yield shown
     finally:

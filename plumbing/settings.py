@@ -70,6 +70,7 @@ class Settings:
     body_timeout: float = 10.0
     tls_cert: str = ""
     tls_key: str = ""
+    backup_keep: int = 7
 
     def validate(self) -> Settings:
         _require(1 <= self.port <= 65535, f"port must be between 1 and 65535, not {self.port}")
@@ -118,6 +119,7 @@ class Settings:
         _require(0 < self.idle_timeout <= 3600, "idle_timeout must be more than 0 and at most 3600 seconds")
         _require(0 < self.body_timeout <= 300, "body_timeout must be more than 0 and at most 300 seconds")
         _require(bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key must be set together, or neither")
+        _require(self.backup_keep >= 1, "backup_keep must be at least 1")
         return self
 
 

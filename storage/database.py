@@ -14,6 +14,7 @@ from pathlib import Path
 import aiosqlite
 
 from plumbing.settings import Settings
+from storage.backup import Copied, Progress, copy_database
 from storage.connection import open_reader, open_writer
 from storage.migrations import MIGRATIONS, migrate, schema_version, tables
 from storage.readers import ReaderPool
@@ -136,6 +137,14 @@ class Database:
                 f"{self.path} is not a receiver database: it holds another program's tables ({shown})"
             )
         return version
+
+    async def backup(self, target_path: str, progress: Progress) -> Copied:
+        """A consistent copy of the file, taken while the server may be writing, into the new ``target_path``."""
+        conn = await self.open_reader()
+        try:
+            return await copy_database(conn, target_path, progress)
+        finally:
+            await conn.close()
 
     async def close(self, drain_seconds: float) -> bool:
         """Drain and close the writer (then its connection), then the read pool; whether everything queued

@@ -1,0 +1,127 @@
+"""``backup``: a consistent copy of the live database, taken while the receiver keeps serving.
+
+DEST is a file, or an existing folder: there the copy is named after the database and the UTC time
+(``pushes-2026-12-02T031500Z.sqlite3``), and only the newest ``--keep`` (setting ``backup_keep``) of
+those dated copies stay. The copy is written under a hidden temporary name in DEST's folder, checked
+with ``PRAGMA integrity_check``, synced, and only then renamed: a file with the final name is whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from commands.progress import Progress
+from plumbing.exits import CommandFailed
+from plumbing.settings import Settings
+from storage.backup import Copied
+from storage.database import Database
+
+NAME = "backup"
+HELP = "copy the database while the receiver runs, to a file or as a dated copy in a folder (--keep prunes)"
+
+_STAMP = "%Y-%m-%dT%H%M%SZ"
+_STAMP_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dest", metavar="DEST", help="the file to write, or a folder for a copy named by the time")
+    parser.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    parser.add_argument(
+        "--keep", type=_positive, help="with a folder DEST: dated copies to keep, the newest (default: backup_keep)"
+    )
+
+
+def dated_name(db_path: Path, when: datetime) -> str:
+    return f"{db_path.stem}-{when:{_STAMP}}{db_path.suffix}"
+
+
+def prune(folder: Path, db_path: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` dated copies of ``db_path`` in ``folder``; the ones deleted."""
+    pattern = re.compile(re.escape(db_path.stem) + "-" + _STAMP_PATTERN + re.escape(db_path.suffix))
+    # The stamp has a fixed width, so the names sort by time.
+    copies = sorted(path for path in folder.iterdir() if pattern.fullmatch(path.name))
+    old = copies[:-keep]
+    for path in old:
+        path.unlink()
+    return old
+
+
+def _check_destination(dest: Path, source: Path, force: bool) -> None:
+    if not dest.parent.is_dir():
+        raise CommandFailed(f"the folder {dest.parent} does not exist")
+    if dest.exists() or dest.is_symlink():
+        if dest.exists() and dest.samefile(source):
+            raise CommandFailed(f"{dest} is the database itself")
+        if not force:
+            raise CommandFailed(f"{dest} exists; add --force to replace it")
+
+
+def _sync(path: Path) -> None:
+    """fsync a file or a folder (the folder makes the rename durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_copy(database: Database, dest: Path, progress: Progress) -> Copied:
+    partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    try:
+        # Created here, not by SQLite: owner-only (the rows hold callers' data), and never someone else's file.
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise CommandFailed(f"cannot write in {dest.parent}: {exc.strerror}") from None
+    try:
+        copied = asyncio.run(database.backup(str(partial), progress.update))
+        _sync(partial)
+        os.replace(partial, dest)
+        _sync(dest.parent)
+    except BaseException as exc:
+        for leftover in (partial, *(partial.with_name(partial.name + end) for end in ("-journal", "-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, sqlite3.Error):
+            raise CommandFailed(f"the copy to {dest} failed: {exc}") from None
+        if isinstance(exc, OSError):
+            raise CommandFailed(f"cannot write {dest}: {exc.strerror or exc}") from None
+        raise
+    return copied
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    started = time.monotonic()
+    source = Path(settings.db_path)
+    database = Database(settings)
+    database.require_file()
+    into_folder = Path(args.dest).is_dir()
+    if into_folder:
+        dest = Path(args.dest) / dated_name(source, datetime.now(UTC))
+    elif args.keep is not None:
+        raise CommandFailed("--keep applies only when DEST is a folder")
+    else:
+        dest = Path(args.dest)
+    _check_destination(dest, source, args.force)
+    progress = Progress("backup", "pages")
+    try:
+        copied = _write_copy(database, dest, progress)
+    finally:
+        progress.finish()
+    removed = prune(dest.parent, source, args.keep or settings.backup_keep) if into_folder else []
+    print(
+        f"{dest}: {copied.pushes} pushes, {copied.rejects} rejects, {dest.stat().st_size} bytes,"
+        f" {time.monotonic() - started:.1f} s" + (f"; {len(removed)} older copies removed" if removed else "")
+    )
+    return 0

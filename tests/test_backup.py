@@ -1,0 +1,330 @@
+"""backup: a whole, checked copy while the receiver serves; refusals in one sentence; restore and upgrade."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from commands.backup import dated_name, prune
+from server import main
+from storage.migrations import MIGRATIONS
+from tests.bulk import add_pushes, migrated
+from tests.conftest import SAMPLE_BYTES, free_port, rows, sample
+from tests.load import Answer, Tally, background_load, deliver_all, push_body
+from tests.process import ROOT, post, run_server_to_exit, running_server
+from tests.test_failures import small_tmpfs
+from tests.test_retention import add_reject, add_version
+
+# server.main() must not pick up the checkout's ./config.toml.
+pytestmark = pytest.mark.usefixtures("away_from_config")
+
+TABLES = ("pushes", "push_versions", "rejects")
+
+
+def dump(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    return {table: [tuple(r) for r in rows(db, f"SELECT * FROM {table} ORDER BY rowid")] for table in TABLES}
+
+
+def integrity(db: Path) -> list[str]:
+    return [r[0] for r in rows(db, "PRAGMA integrity_check")]
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Path:
+    db = migrated(tmp_path / "pushes.sqlite3")
+    add_pushes(db, 2000)
+    add_version(db, "bulk7")
+    add_reject(db, b"{")
+    return db
+
+
+def backup(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["backup", *args])
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+def test_backup_copies_every_table_and_says_so_in_one_line(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "copy.sqlite3"
+    code, out, err = backup(capsys, "--db", str(filled), str(dest))
+    assert (code, err) == (0, "")  # no terminal, no progress
+    (line,) = out.splitlines()
+    size = dest.stat().st_size
+    assert line.startswith(f"{dest}: 2000 pushes, 1 rejects, {size} bytes, ")
+    assert line.endswith(" s")
+    assert dump(dest) == dump(filled)
+    assert integrity(dest) == ["ok"]
+    assert rows(dest, "PRAGMA user_version")[0][0] == len(MIGRATIONS)
+    assert dest.stat().st_mode & 0o777 == 0o600  # the rows hold callers' numbers and words
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("copy")) == ["copy.sqlite3"]
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_backup_refuses_an_existing_file_unless_forced(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "copy.sqlite3"
+    dest.write_bytes(b"an older copy")
+    code, out, err = backup(capsys, "--db", str(filled), str(dest))
+    assert (code, out) == (2, "")
+    assert err == f"airudder-receiver: backup: {dest} exists; add --force to replace it\n"
+    assert dest.read_bytes() == b"an older copy"
+    assert backup(capsys, "--db", str(filled), "--force", str(dest))[0] == 0
+    assert dump(dest) == dump(filled)
+    code, _, err = backup(capsys, "--db", str(filled), "--force", str(filled))
+    assert code == 2
+    assert "is the database itself" in err
+    assert integrity(filled) == ["ok"]
+
+
+def test_backup_into_a_folder_names_the_copy_by_time_and_keeps_the_newest(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    older = [folder / f"pushes-2026-01-0{day}T031500Z.sqlite3" for day in range(1, 5)]
+    others = [folder / "notes.txt", folder / "other-2026-01-01T031500Z.sqlite3", folder / "pushes.sqlite3"]
+    for path in (*older, *others):
+        path.write_text("x")
+    code, out, _ = backup(capsys, "--db", str(filled), "--keep", "3", str(folder))
+    assert code == 0
+    (made,) = [p for p in folder.iterdir() if p not in older and p not in others]
+    assert out.startswith(f"{made}: 2000 pushes")
+    assert out.rstrip().endswith("; 2 older copies removed")
+    # The two newest older copies stay beside the new one; files that are not dated copies are left alone.
+    assert sorted(folder.iterdir()) == sorted([*older[2:], made, *others])
+    assert dump(made) == dump(filled)
+
+
+def test_dated_names_sort_by_time_and_prune_keeps_the_newest(tmp_path: Path) -> None:
+    db = Path("/var/lib/x/pushes.sqlite3")
+    names = [dated_name(db, datetime(2026, month, 9, 3, 15, tzinfo=UTC)) for month in (1, 10, 12)]
+    assert names[0] == "pushes-2026-01-09T031500Z.sqlite3"
+    for name in names:
+        (tmp_path / name).write_text("x")
+    assert [p.name for p in prune(tmp_path, db, 1)] == names[:2]
+    assert [p.name for p in tmp_path.iterdir()] == [names[2]]
+
+
+def test_backup_keep_is_only_for_a_folder_and_a_setting(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = backup(capsys, "--db", str(filled), "--keep", "2", str(tmp_path / "one.sqlite3"))
+    assert code == 2
+    assert err == "airudder-receiver: backup: --keep applies only when DEST is a folder\n"
+    config = tmp_path / "config.toml"
+    config.write_text("backup_keep = 0\n")
+    code, _, err = backup(capsys, "--config", str(config), "--db", str(filled), str(tmp_path))
+    assert code == 2
+    assert "backup_keep must be at least 1" in err
+
+
+@pytest.mark.parametrize("problem", ["missing folder", "not a folder", "no database", "schema too new"])
+def test_backup_refusals_are_one_sentence(
+    problem: str, filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, dest = filled, tmp_path / "copy.sqlite3"
+    if problem == "missing folder":
+        dest = tmp_path / "nowhere" / "copy.sqlite3"
+    elif problem == "not a folder":
+        dest = filled / "copy.sqlite3"
+    elif problem == "no database":
+        db = tmp_path / "absent.sqlite3"
+    else:
+        with sqlite3.connect(filled) as conn:
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    before = sorted(tmp_path.iterdir())
+    code, out, err = backup(capsys, "--db", str(db), str(dest))
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1
+    assert err.startswith("airudder-receiver: backup: ")
+    assert "Traceback" not in err
+    assert sorted(p for p in tmp_path.iterdir() if not p.name.startswith(filled.name)) == [
+        p for p in before if not p.name.startswith(filled.name)
+    ]
+
+
+@pytest.fixture
+def world_folder() -> Iterator[Path]:
+    """A folder under /tmp that another user can reach (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="backup-perm-", dir="/tmp"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_backup_into_a_folder_it_may_not_write_fails_and_leaves_nothing(world_folder: Path) -> None:
+    source = world_folder / "source"
+    source.mkdir(mode=0o777)
+    source.chmod(0o777)  # the reader makes the -shm file beside the database
+    db = migrated(source / "pushes.sqlite3")
+    add_pushes(db, 10)
+    db.chmod(0o644)
+    locked = world_folder / "locked"
+    locked.mkdir(mode=0o555)
+    command = [sys.executable, str(ROOT / "server.py"), "backup", "--db", str(db), str(locked / "copy.sqlite3")]
+    if os.geteuid() == 0:  # root writes anywhere: run as nobody, as the permission problem needs
+        if shutil.which("setpriv") is None:
+            pytest.fail("setpriv (util-linux) is missing")
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=world_folder)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"airudder-receiver: backup: cannot write in {locked}: Permission denied\n"
+    assert list(locked.iterdir()) == []
+
+
+def test_backup_onto_a_full_disk_fails_in_one_sentence_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = migrated(tmp_path / "pushes.sqlite3")
+    add_pushes(db, 20_000)  # about 9 MB
+    with small_tmpfs(tmp_path / "small", "4m") as small:
+        code, out, err = backup(capsys, "--db", str(db), str(small / "copy.sqlite3"))
+        assert (code, out) == (2, "")
+        dest = small / "copy.sqlite3"
+        assert err == f"airudder-receiver: backup: the copy to {dest} failed: database or disk is full\n"
+        assert list(small.iterdir()) == []
+
+
+def test_backup_shows_progress_on_a_terminal(tmp_path: Path) -> None:
+    db = migrated(tmp_path / "pushes.sqlite3")
+    add_pushes(db, 20_000)
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "server.py"), "backup", "--db", str(db), str(tmp_path / "copy.sqlite3")],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=30,
+            cwd=tmp_path,
+        )
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal is closed once everything was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert done.returncode == 0
+    assert b"backup: 100% (" in shown
+    assert shown.endswith(b"\r\x1b[K")  # the line is cleared at the end
+    assert done.stdout.count(b"\n") == 1
+
+
+async def test_backup_while_the_receiver_takes_pushes(tmp_path: Path) -> None:
+    """100,000 rows, 8 clients pushing throughout: the copy holds every push answered before it began."""
+    db = await asyncio.to_thread(migrated, tmp_path / "pushes.sqlite3")
+    await asyncio.to_thread(add_pushes, db, 100_000)
+    dest = tmp_path / "copy.sqlite3"
+    tally = Tally()
+    with running_server(tmp_path, db) as server:
+        url = f"{server.url}/push"
+        async with background_load(url, tally, prefix="load", concurrency=8):
+            await asyncio.sleep(1.0)
+            started = time.monotonic()
+            done = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(ROOT / "server.py"),
+                "backup",
+                "--db",
+                str(db),
+                str(dest),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=tmp_path,
+            )
+            out, err = await asyncio.wait_for(done.communicate(), 60)
+            finished = time.monotonic()
+            await asyncio.sleep(0.5)
+        assert server.stop() == 0
+    assert (done.returncode, err) == (0, b""), err
+    before = [a for a in tally.answers if a.started + a.seconds < started]
+    during = [a for a in tally.answers if a.started < finished and a.started + a.seconds > started]
+    assert before
+    assert during, "no push was answered while the backup ran; the test proves nothing"
+    assert {a.kind for a in during} == {"200"}, tally.kinds  # nothing refused while the copy was made
+    copied = {r[0] for r in rows(dest, "SELECT call_id FROM pushes WHERE call_id LIKE 'load-%'")}
+    assert {a.call_id for a in before if a.status == 200} <= copied
+    assert integrity(dest) == ["ok"]
+    assert rows(dest, "SELECT count(*) FROM pushes WHERE call_id LIKE 'bulk%'")[0][0] == 100_000
+
+    def p99(answers: list[Answer]) -> float:
+        seconds = sorted(a.seconds for a in answers)
+        return 1000 * seconds[int(0.99 * (len(seconds) - 1))]
+
+    print(
+        f"\nbackup of 100,000 rows under 8 pushing clients: {finished - started:.2f} s ({out.decode().strip()});"
+        f" p99 before {p99(before):.1f} ms over {len(before)} pushes, during {p99(during):.1f} ms over"
+        f" {len(during)} pushes, median during {1000 * statistics.median(a.seconds for a in during):.1f} ms"
+    )
+
+
+def test_restore_from_a_backup_file_gives_the_same_rows(tmp_path: Path) -> None:
+    db = tmp_path / "live" / "pushes.sqlite3"
+    copy = tmp_path / "copy.sqlite3"
+    with running_server(tmp_path, db) as server:
+        url = f"{server.url}/push"
+        assert post(url, SAMPLE_BYTES)[0] == 200
+        assert post(url, SAMPLE_BYTES)[0] == 200  # a second delivery
+        asyncio.run(deliver_all(url, [f"restore-{n}" for n in range(50)], Tally(), concurrency=8))
+        assert post(url, b"{")[0] == 400  # a reject
+        done = run_server_to_exit(tmp_path, "backup", "--db", str(db), str(copy))
+        assert done.returncode == 0, done.stderr
+        assert server.stop() == 0
+    kept = dump(db)
+    assert dump(copy) == kept
+    # The machine is lost: the database and its companions are gone; the copy goes in its place.
+    shutil.rmtree(db.parent)
+    db.parent.mkdir()
+    shutil.copy(copy, db)
+    with running_server(tmp_path, db) as server:
+        assert post(f"{server.url}/push", push_body("restore-0"))[0] == 200  # the restored file takes pushes
+        assert server.stop() == 0
+    after = dump(db)
+    assert after["rejects"] == kept["rejects"]
+    assert rows(db, "SELECT deliveries FROM pushes WHERE call_id = 'restore-0'")[0][0] == 2
+    assert rows(db, "SELECT deliveries FROM pushes WHERE call_id = ?", (sample()["call"]["call_id"],))[0][0] == 2
+    assert len(after["pushes"]) == len(kept["pushes"]) == 51
+
+
+def test_an_older_receiver_refuses_a_newer_file_in_one_sentence(tmp_path: Path) -> None:
+    """What an older version sees after a newer one migrated the file: a schema version it does not know."""
+    db = migrated(tmp_path / "pushes.sqlite3")
+    add_pushes(db, 3)
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    before = dump(db)
+    done = run_server_to_exit(tmp_path, "--db", str(db), "--port", str(free_port()))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"airudder-receiver: cannot prepare the database {db}: database schema version {len(MIGRATIONS) + 1}"
+        f" is newer than this program knows ({len(MIGRATIONS)})\n"
+    )
+    assert dump(db) == before
+    assert rows(db, "PRAGMA user_version")[0][0] == len(MIGRATIONS) + 1
