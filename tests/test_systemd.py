@@ -21,51 +21,78 @@ from plumbing.systemd_notify import Notifier
 from tests.process import ROOT, console_script, run_server_to_exit, running_server
 from tests.support import SAMPLE_BYTES, free_port, post, rows
 
-UNIT = ROOT / "deploy" / "airudder-receiver.service"
+DEPLOY = ROOT / "deploy"
+UNIT = DEPLOY / "airudder-receiver.service"
 UNIT_NAME = UNIT.name
+BACKUP = DEPLOY / "airudder-receiver-backup.service"
+# Every unit shipped: the receiver, its nightly backup and timer, Litestream beside it.
+UNITS = sorted(path.name for path in DEPLOY.iterdir() if path.suffix in (".service", ".timer"))
+SERVICES = [name for name in UNITS if name.endswith(".service")]
 
 
-def _unit() -> configparser.ConfigParser:
+def _unit(path: Path = UNIT) -> configparser.ConfigParser:
     # strict=False: systemd allows repeated keys (SystemCallFilter=), which add up.
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(UNIT)
+    parser.read(path)
     return parser
 
 
 @pytest.fixture
 def system_root(tmp_path: Path) -> Path:
-    """A root with this unit, systemd's own units, and the program where the unit expects it."""
+    """A root with these units, systemd's own units, and each program where its unit expects it."""
     if shutil.which("systemd-analyze") is None:
         pytest.fail("systemd-analyze is missing; make test installs the systemd package")
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
-    shutil.copy(UNIT, root / "etc/systemd/system" / UNIT_NAME)
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    executable = Path(_unit()["Service"]["ExecStart"].split()[0])
-    installed = root / executable.relative_to("/")
-    installed.parent.mkdir(parents=True)
-    shutil.copy(console_script(), installed)
+    for name in UNITS:
+        shutil.copy(DEPLOY / name, root / "etc/systemd/system" / name)
+    for name in SERVICES:
+        executable = Path(_unit(DEPLOY / name)["Service"]["ExecStart"].split()[0])
+        installed = root / executable.relative_to("/")
+        installed.parent.mkdir(parents=True, exist_ok=True)
+        # The receiver's own program; for Litestream any executable does, verify only looks for the file.
+        shutil.copy(console_script() if executable.name == "airudder-receiver" else shutil.which("true"), installed)
     return root
 
 
-def _analyze(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _analyze(root: Path, *args: str, unit: str = UNIT_NAME) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["systemd-analyze", *args, f"--root={root}", UNIT_NAME], capture_output=True, text=True, timeout=60
+        ["systemd-analyze", *args, f"--root={root}", unit], capture_output=True, text=True, timeout=60
     )
 
 
-def test_unit_passes_systemd_analyze_verify(system_root: Path) -> None:
-    result = _analyze(system_root, "verify")
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_passes_systemd_analyze_verify(system_root: Path, unit: str) -> None:
+    result = _analyze(system_root, "verify", unit=unit)
     # verify exits 0 on unknown keys and bad values too; it only prints them.
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_unit_exposure_stays_low(system_root: Path) -> None:
+@pytest.mark.parametrize("unit", SERVICES)
+def test_unit_exposure_stays_low(system_root: Path, unit: str) -> None:
     # systemd rates a unit's exposure from 0 (locked down) to 10; the threshold is in tenths.
-    result = _analyze(system_root, "security", "--offline=yes", "--threshold=20")
+    result = _analyze(system_root, "security", "--offline=yes", "--threshold=20", unit=unit)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Overall exposure level" in result.stdout
+
+
+def test_backup_units_copy_the_receivers_file_nightly_as_its_user() -> None:
+    receiver = _unit()["Service"]
+    backup = _unit(BACKUP)["Service"]
+    assert backup["Type"] == "oneshot"
+    # The same dynamic user as the receiver (its default name is the unit's) and the same state folder.
+    assert (backup["DynamicUser"], backup["User"]) == ("yes", UNIT.stem)
+    assert receiver["StateDirectory"] in backup["StateDirectory"].split()
+    database = receiver["ExecStart"].split("--db ")[1].split()[0]
+    command = backup["ExecStart"].split()
+    assert command[1:4] == ["backup", "--db", database]
+    assert command[4] == f"%S/{receiver['StateDirectory']}/backups"
+    assert "airudder-receiver/backups" in backup["StateDirectory"].split()
+    timer = _unit(DEPLOY / "airudder-receiver-backup.timer")["Timer"]
+    assert timer["OnCalendar"] == "*-*-* 03:15:00"
+    assert timer["Persistent"] == "true"
 
 
 def test_unit_declares_the_service_contract() -> None:
