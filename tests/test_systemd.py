@@ -53,7 +53,7 @@ def system_root(tmp_path: Path) -> Path:
         installed = root / executable.relative_to("/")
         installed.parent.mkdir(parents=True, exist_ok=True)
         # The receiver's own program; for Litestream any executable does, verify only looks for the file.
-        shutil.copy(console_script() if executable.name == "airudder-receiver" else shutil.which("true"), installed)
+        shutil.copy(console_script() if executable.name == "airudder-receiver" else "/bin/true", installed)
     return root
 
 
