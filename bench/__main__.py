@@ -1,4 +1,4 @@
-"""``python -m bench``: side by side, growth and flood runs, written to bench/RESULTS.md."""
+"""``python -m bench``: side by side, growth, backup and flood runs, written to bench/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from bench.backup import backup_under_load
 from bench.machine import describe, load_average
 from bench.options import FEED_CONNECTIONS, FEED_LIMIT, Plan, plan_from_environment
 from bench.prefill import prefill
@@ -64,8 +65,7 @@ def side_by_side(plan: Plan, template: Path) -> dict[str, list[Run]]:
     return runs
 
 
-def growth(plan: Plan, template: Path) -> Growth:
-    grown = plan.workdir / "grown.sqlite3"
+def growth(plan: Plan, template: Path, grown: Path) -> Growth:
     started = time.monotonic()
     prefill(grown, template.read_text(), plan.rows)
     print(f"pre-filled {plan.rows} rows in {time.monotonic() - started:.0f}s", flush=True)
@@ -83,7 +83,6 @@ def growth(plan: Plan, template: Path) -> Growth:
                 empty_runs.append(_once(plan, COMMITTED, empty, template, f"g{number}empty"))
                 remove_database(empty)
     feed_run = feed(plan, grown)
-    remove_database(grown)
     return Growth(empty=empty_runs, grown=grown_runs, rows_before=rows_before, feed=feed_run)
 
 
@@ -110,7 +109,10 @@ def main() -> int:
         side=side_by_side(plan, template),
     )
     if plan.rows:
-        measurement.growth = growth(plan, template)
+        grown = plan.workdir / "grown.sqlite3"
+        measurement.growth = growth(plan, template, grown)
+        measurement.backup = backup_under_load(plan, grown, template)
+        remove_database(grown)
     if plan.flood_seconds:
         measurement.flood = flood(plan, template)
     measurement.load_after = load_average()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from bench.backup import BackupRun
 from bench.options import FEED_CONNECTIONS, FEED_LIMIT, Plan
 from bench.servers import SIDE_BY_SIDE, Run
 
@@ -28,6 +29,7 @@ class Measurement:
     load_before: str
     side: dict[str, list[Run]]
     growth: Growth | None = None
+    backup: BackupRun | None = None
     flood: Run | None = None
     load_after: str = ""
 
@@ -60,6 +62,35 @@ _HEADER = (
 
 def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
+
+
+def _backup_section(b: BackupRun, plan: Plan) -> list[str]:
+    refusals = ", ".join(f"{code} {count}" for code, count in b.refusals.most_common()) or "none"
+    return [
+        "## Backup under load",
+        "",
+        "`airudder-receiver backup` of the grown file, first with nothing else running, then while wrk pushes",
+        f"to receiver (c) at {plan.load.connections} connections: wrk starts with the backup and runs"
+        f" {b.during.seconds:.0f} s of its {b.loaded.seconds:.0f} s. The row without is the same receiver just before.",
+        "Each backup checks its copy with integrity_check before it renames it.",
+        "",
+        "| backup | pushes in the file | seconds | pushes/s | what it printed |",
+        "| --- | ---: | ---: | ---: | --- |",
+        f"| idle | {b.idle.rows:,} | {b.idle.seconds:.1f} | {b.idle.rate:,.0f} | `{b.idle.said}` |",
+        f"| under load | {b.loaded.rows:,} | {b.loaded.seconds:.1f} | {b.loaded.rate:,.0f} | `{b.loaded.said}` |",
+        "",
+        "| pushes | req/s | p50 ms | p99 ms | max ms | non-2xx | socket errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {name} | {load.rate:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.max_ms:.1f}"
+            f" | {load.non_2xx} | {load.socket_errors} |"
+            for name, load in (("without a backup", b.quiet), ("while `backup` ran", b.during))
+        ),
+        "",
+        f"Every push acknowledged before the backup began is in the copy: {'yes' if b.complete else '**no**'}."
+        f" Error codes in the receiver's log: {refusals}; its exit after SIGTERM: {b.exit_code}.",
+        "",
+    ]
 
 
 def render(m: Measurement) -> str:
@@ -116,6 +147,14 @@ def render(m: Measurement) -> str:
         targets.append(
             f"| (c) at {plan.rows:,} rows / (c) empty | {grown_ratio:.2f} | >= 0.90 | {_verdict(grown_ratio >= 0.9)} |"
         )
+    if m.backup:
+        out += _backup_section(m.backup, plan)
+        refused = m.backup.during.non_2xx + m.backup.during.socket_errors
+        targets += [
+            f"| pushes refused while `backup` ran | {refused} | 0 | {_verdict(refused == 0)} |",
+            f"| pushes acknowledged before `backup`, in the copy | {'all' if m.backup.complete else '**not all**'}"
+            f" | all | {_verdict(m.backup.complete)} |",
+        ]
     if m.flood:
         out += [
             "## Flood",

@@ -78,7 +78,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 # The receiver's text log line for a refused request carries "error=<code>".
-_ERROR_FIELD = re.compile(r"\berror=(\w+)")
+ERROR_FIELD = re.compile(r"\berror=(\w+)")
 
 
 def remove_database(db_path: Path) -> None:
@@ -118,7 +118,7 @@ def measure(
         )
         rss = peak_rss_mb(process.proc.pid)
         exit_code = process.stop()
-        refusals = Counter(_ERROR_FIELD.findall(process.log()))
+        refusals = Counter(ERROR_FIELD.findall(process.log()))
     process.log_path.unlink()  # a flood's log runs to tens of MB; a failed start keeps its log
     stored = deliveries_since(db_path, seq_before) if count else None
     return Run(server, load, rss, exit_code, stored, refusals)
