@@ -107,6 +107,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     database = Database(settings)
     database.require_file()
     into_folder = Path(args.dest).is_dir()
+    if not into_folder and args.dest.endswith(os.sep):
+        raise CommandFailed(f"the folder {args.dest} does not exist")
     if into_folder:
         dest = Path(args.dest) / dated_name(source, datetime.now(UTC))
     elif args.keep is not None:

@@ -132,22 +132,26 @@ def test_backup_keep_is_only_for_a_folder_and_a_setting(
     assert "backup_keep must be at least 1" in err
 
 
-@pytest.mark.parametrize("problem", ["missing folder", "not a folder", "no database", "schema too new"])
+@pytest.mark.parametrize(
+    "problem", ["missing folder", "missing folder for dated copies", "not a folder", "no database", "schema too new"]
+)
 def test_backup_refusals_are_one_sentence(
     problem: str, filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db, dest = filled, tmp_path / "copy.sqlite3"
+    db, dest = filled, str(tmp_path / "copy.sqlite3")
     if problem == "missing folder":
-        dest = tmp_path / "nowhere" / "copy.sqlite3"
+        dest = str(tmp_path / "nowhere" / "copy.sqlite3")
+    elif problem == "missing folder for dated copies":
+        dest = f"{tmp_path / 'backups'}/"
     elif problem == "not a folder":
-        dest = filled / "copy.sqlite3"
+        dest = str(filled / "copy.sqlite3")
     elif problem == "no database":
         db = tmp_path / "absent.sqlite3"
     else:
         with sqlite3.connect(filled) as conn:
             conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     before = sorted(tmp_path.iterdir())
-    code, out, err = backup(capsys, "--db", str(db), str(dest))
+    code, out, err = backup(capsys, "--db", str(db), dest)
     assert (code, out) == (2, "")
     assert len(err.splitlines()) == 1
     assert err.startswith("airudder-receiver: backup: ")
