@@ -71,8 +71,9 @@ def _backup_section(b: BackupRun, plan: Plan) -> list[str]:
         "",
         "`airudder-receiver backup` of the grown file, first with nothing else running, then while wrk pushes",
         f"to receiver (c) at {plan.load.connections} connections: wrk starts with the backup and runs"
-        f" {b.during.seconds:.0f} s of its {b.loaded.seconds:.0f} s. The row without is the same receiver just before.",
-        "Each backup checks its copy with integrity_check before it renames it.",
+        f" {b.during.seconds:.0f} s of its {b.loaded.seconds:.0f} s.",
+        "The row without is the same receiver just before. Each backup checks its copy with integrity_check",
+        "before it renames it; seconds are the command's from start to exit.",
         "",
         "| backup | pushes in the file | seconds | pushes/s | what it printed |",
         "| --- | ---: | ---: | ---: | --- |",
