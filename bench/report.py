@@ -64,7 +64,7 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def _backup_section(b: BackupRun, plan: Plan) -> list[str]:
+def backup_section(b: BackupRun, plan: Plan) -> list[str]:
     refusals = ", ".join(f"{code} {count}" for code, count in b.refusals.most_common()) or "none"
     return [
         "## Backup under load",
@@ -149,7 +149,7 @@ def render(m: Measurement) -> str:
             f"| (c) at {plan.rows:,} rows / (c) empty | {grown_ratio:.2f} | >= 0.90 | {_verdict(grown_ratio >= 0.9)} |"
         )
     if m.backup:
-        out += _backup_section(m.backup, plan)
+        out += backup_section(m.backup, plan)
         refused = m.backup.during.non_2xx + m.backup.during.socket_errors
         targets += [
             f"| pushes refused while `backup` ran | {refused} | 0 | {_verdict(refused == 0)} |",

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import ceiling, naive
-from bench.wrk import parse
+from bench.backup import Backup, BackupRun
+from bench.options import Plan
+from bench.report import backup_section
+from bench.servers import Options
+from bench.wrk import Load, parse
 from tests.support import SAMPLE_BYTES, rows
 
 
@@ -49,3 +54,25 @@ def test_wrk_figures_are_read_from_the_marker_line() -> None:
     assert (load.p50_ms, load.p99_ms) == (1.5, 12.0)
     with pytest.raises(RuntimeError, match="no BENCH-JSON line"):
         parse("wrk crashed\n")
+
+
+def testbackup_section_sets_the_p99_with_and_without_side_by_side(tmp_path: Path) -> None:
+    def load(p99_ms: float, non_2xx: int = 0) -> Load:
+        return Load(20_000, 10.0, non_2xx, 0, 5.0, p99_ms, 90.0)
+
+    run = BackupRun(
+        idle=Backup(1_000_000, "copy: 1000000 pushes, 0 rejects, 10 bytes, 19.5 s", 20.0),
+        loaded=Backup(1_000_500, "copy: 1000600 pushes, 0 rejects, 10 bytes, 24.5 s", 25.0),
+        quiet=load(22.5),
+        during=load(31.25),
+        complete=True,
+        refusals=Counter(),
+        exit_code=0,
+    )
+    plan = Plan(Options(10, 64, 2, 0.0), 1, 1_000_000, 0, tmp_path / "RESULTS.md", tmp_path)
+    text = "\n".join(backup_section(run, plan))
+    assert "| idle | 1,000,000 | 20.0 | 50,000 | `copy: 1000000 pushes" in text
+    assert "| under load | 1,000,500 | 25.0 | 40,020 |" in text
+    assert "| without a backup | 2,000 | 5.00 | 22.50 | 90.0 | 0 | 0 |" in text
+    assert "| while `backup` ran | 2,000 | 5.00 | 31.25 | 90.0 | 0 | 0 |" in text
+    assert "in the copy: yes" in text
