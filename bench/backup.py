@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.options import Plan
-from bench.servers import COMMITTED, ERROR_FIELD, last_seq, remove_database
-from bench.wrk import Load, drive, push_arguments
+from bench.servers import COMMITTED, ERROR_FIELD, drive_with, last_seq, remove_database
+from bench.wrk import Load, push_arguments
 from tests.process import ROOT, running_server
+from tests.support import sqlite_file
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def finish(process: subprocess.Popen[str], started: float, rows: int) -> Backup:
 
 
 def _count_up_to(db_path: Path, seq: int) -> int:
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_file(db_path) as conn:
         return int(conn.execute("SELECT count(*) FROM pushes WHERE seq <= ?", (seq,)).fetchone()[0])
 
 
@@ -73,26 +73,18 @@ def backup_under_load(plan: Plan, db_path: Path, template: Path) -> BackupRun:
     # request it times ran while the backup did.
     during_load = dataclasses.replace(load, seconds=max(1, min(load.seconds, math.floor(idle.seconds))))
     with running_server(
-        plan.workdir, db_path, *COMMITTED.arguments(plan.workdir), command=COMMITTED.command()
+        plan.workdir,
+        db_path,
+        *COMMITTED.arguments(plan.workdir),
+        command=COMMITTED.command(),
+        env={"PYTHONPATH": str(ROOT)},
     ) as process:
-        quiet = drive(
-            process.url,
-            seconds=load.seconds,
-            connections=load.connections,
-            threads=load.threads,
-            arguments=push_arguments(template, load.duplicates, "bq"),
-        )
+        quiet = drive_with(process.url, load, push_arguments(template, load.duplicates, "bq"))
         # ack = committed and wrk has stopped: every push it saw answered is in the file up to here.
         before = last_seq(db_path)
         started = time.monotonic()
         copying = run_backup(db_path, dest)
-        during = drive(
-            process.url,
-            seconds=during_load.seconds,
-            connections=load.connections,
-            threads=load.threads,
-            arguments=push_arguments(template, load.duplicates, "bd"),
-        )
+        during = drive_with(process.url, during_load, push_arguments(template, load.duplicates, "bd"))
         loaded = finish(copying, started, before)
         exit_code = process.stop()
         refusals = Counter(ERROR_FIELD.findall(process.log()))

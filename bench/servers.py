@@ -100,6 +100,13 @@ def deliveries_since(db_path: Path, seq: int) -> int:
         return int(conn.execute("SELECT coalesce(sum(deliveries), 0) FROM pushes WHERE seq > ?", (seq,)).fetchone()[0])
 
 
+def drive_with(url: str, options: Options, arguments: Sequence[str]) -> Load:
+    """wrk against ``url`` for as long and with as many connections as ``options`` say."""
+    return drive(
+        url, seconds=options.seconds, connections=options.connections, threads=options.threads, arguments=arguments
+    )
+
+
 def measure(
     server: Server, db_path: Path, workdir: Path, options: Options, arguments: Sequence[str], *, writes: bool = True
 ) -> Run:
@@ -109,13 +116,7 @@ def measure(
     with running_server(
         workdir, db_path, *server.arguments(workdir), command=server.command(), env={"PYTHONPATH": str(ROOT)}
     ) as process:
-        load = drive(
-            process.url,
-            seconds=options.seconds,
-            connections=options.connections,
-            threads=options.threads,
-            arguments=arguments,
-        )
+        load = drive_with(process.url, options, arguments)
         rss = peak_rss_mb(process.proc.pid)
         exit_code = process.stop()
         refusals = Counter(ERROR_FIELD.findall(process.log()))

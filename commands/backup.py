@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from commands.progress import Progress
+from commands.progress import Progress, on_terminal, progress
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
 from storage.backup import Copied
@@ -78,7 +78,7 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_copy(database: Database, dest: Path, progress: Progress) -> Copied:
+def _write_copy(database: Database, dest: Path, shown: Progress) -> Copied:
     partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     try:
         # Created here, not by SQLite: owner-only (the rows hold callers' data), and never someone else's file.
@@ -86,7 +86,12 @@ def _write_copy(database: Database, dest: Path, progress: Progress) -> Copied:
     except OSError as exc:
         raise CommandFailed(f"cannot write in {dest.parent}: {exc.strerror}") from None
     try:
-        copied = asyncio.run(database.backup(str(partial), progress.update))
+
+        def step(done: int, total: int) -> None:
+            shown.total = total  # known once the copy has begun
+            shown.advance(done - shown.done)
+
+        copied = asyncio.run(database.backup(str(partial), step))
         _sync(partial)
         os.replace(partial, dest)
         _sync(dest.parent)
@@ -116,11 +121,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         dest = Path(args.dest)
     _check_destination(dest, source, args.force)
-    progress = Progress("backup", "pages")
-    try:
-        copied = _write_copy(database, dest, progress)
-    finally:
-        progress.finish()
+    with progress("backup", 0 if on_terminal() else None, unit="pages") as shown:
+        copied = _write_copy(database, dest, shown)
     removed = prune(dest.parent, source, args.keep or settings.backup_keep) if into_folder else []
     print(
         f"{dest}: {copied.pushes} pushes, {copied.rejects} rejects, {dest.stat().st_size} bytes,"

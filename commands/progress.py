@@ -79,9 +79,7 @@ class _Silent(Progress):
 
 
 @contextmanager
-def progress(
-    label: str, total: int | None, stream: TextIO | None = None, unit: str = "rows"
-) -> Iterator[Progress]:
+def progress(label: str, total: int | None, stream: TextIO | None = None, unit: str = "rows") -> Iterator[Progress]:
     """A progress line for ``total`` rows (or other ``unit``), or a silent stand-in when ``total`` is None
     (not a terminal).
 

@@ -1,4 +1,4 @@
-"""Databases with many rows, made fast with one INSERT ... SELECT instead of going through the server."""
+"""Rows written straight into the file: many pushes fast with one INSERT ... SELECT, a version, a reject."""
 
 from __future__ import annotations
 
@@ -23,4 +23,24 @@ def add_pushes(path: Path, count: int, received_at: str = "2026-01-01T00:00:00.0
             FROM n
             """,
             (count, prefix, received_at, received_at, prefix),
+        )
+
+
+def add_version(db: Path, call_id: str) -> None:
+    with sqlite_file(db) as conn:
+        conn.execute(
+            "INSERT INTO push_versions (push_seq, received_at, body_hash, body)"
+            " SELECT seq, first_received_at, randomblob(16), body FROM pushes WHERE call_id = ?",
+            (call_id,),
+        )
+
+
+def add_reject(
+    db: Path, body: bytes | None, received_at: str = "2020-01-01T00:00:00.000Z", reason: str = "invalid_field"
+) -> None:
+    with sqlite_file(db) as conn:
+        conn.execute(
+            "INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)"
+            " VALUES (?, '127.0.0.1', ?, 'refused earlier', '/push', '{}', ?)",
+            (received_at, reason, body),
         )

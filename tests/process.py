@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import shutil
 import signal
 import ssl
@@ -124,6 +126,44 @@ def running_server(
         wait_until_up(server.url, proc, tls=tls)
         yield server
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def run_on_a_terminal(cwd: Path, args: list[str], seconds: float = 60.0) -> tuple[int, str, str]:
+    """Run the command with a pseudo-terminal as stderr: exit code, what stdout and the terminal got."""
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "server.py"), *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+        )
+    finally:
+        os.close(terminal)
+    screen = b""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                data = os.read(controller, 65536)
+            except OSError:  # EIO: the command closed its end of the terminal
+                break
+            if not data:
+                break
+            screen += data
+        assert proc.stdout is not None
+        stdout = proc.stdout.read().decode()
+        proc.stdout.close()
+        return proc.wait(timeout=seconds), stdout, screen.decode()
+    finally:
+        os.close(controller)
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pty
 import shutil
 import sqlite3
 import statistics
@@ -19,12 +18,10 @@ import pytest
 from commands.backup import dated_name, prune
 from server import main
 from storage.migrations import MIGRATIONS
-from tests.bulk import add_pushes, migrated
-from tests.conftest import SAMPLE_BYTES, free_port, rows, sample
+from tests.bulk import add_pushes, add_reject, add_version
 from tests.load import Answer, Tally, background_load, deliver_all, push_body
-from tests.process import ROOT, post, run_server_to_exit, running_server
-from tests.test_failures import small_tmpfs
-from tests.test_retention import add_reject, add_version
+from tests.process import ROOT, run_on_a_terminal, run_server_to_exit, running_server
+from tests.support import SAMPLE_BYTES, free_port, migrated, post, report, rows, sample, small_tmpfs
 
 # server.main() must not pick up the checkout's ./config.toml.
 pytestmark = pytest.mark.usefixtures("away_from_config")
@@ -191,34 +188,17 @@ def test_backup_onto_a_full_disk_fails_in_one_sentence_and_leaves_nothing(
 def test_backup_shows_progress_on_a_terminal(tmp_path: Path) -> None:
     db = migrated(tmp_path / "pushes.sqlite3")
     add_pushes(db, 20_000)
-    leader, follower = pty.openpty()
-    try:
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "server.py"), "backup", "--db", str(db), str(tmp_path / "copy.sqlite3")],
-            stdout=subprocess.PIPE,
-            stderr=follower,
-            timeout=30,
-            cwd=tmp_path,
-        )
-        os.close(follower)
-        follower = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # the terminal is closed once everything was read
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        if follower >= 0:
-            os.close(follower)
-        os.close(leader)
-    assert done.returncode == 0
-    assert b"backup: 100% (" in shown
-    assert shown.endswith(b"\r\x1b[K")  # the line is cleared at the end
-    assert done.stdout.count(b"\n") == 1
+    code, stdout, screen = run_on_a_terminal(tmp_path, ["backup", "--db", str(db), str(tmp_path / "copy.sqlite3")])
+    assert code == 0, screen
+    assert stdout.startswith(f"{tmp_path / 'copy.sqlite3'}: 20000 pushes, 0 rejects, ")
+    # Redrawn with \r, finished once with a newline (which the terminal turns into \r\n).
+    lines = screen.split("\r\n")
+    assert lines[1:] == [""], screen
+    drawn = lines[0].split("\r")[1:]
+    assert drawn, screen
+    assert all(d.startswith("backup: ") and "pages/s" in d for d in drawn), screen
+    pages = (tmp_path / "copy.sqlite3").stat().st_size // 4096
+    assert drawn[-1].startswith(f"backup: {pages:,} of {pages:,} pages (100%)"), screen
 
 
 async def test_backup_while_the_receiver_takes_pushes(tmp_path: Path) -> None:
@@ -262,10 +242,13 @@ async def test_backup_while_the_receiver_takes_pushes(tmp_path: Path) -> None:
         seconds = sorted(a.seconds for a in answers)
         return 1000 * seconds[int(0.99 * (len(seconds) - 1))]
 
-    print(
-        f"\nbackup of 100,000 rows under 8 pushing clients: {finished - started:.2f} s ({out.decode().strip()});"
-        f" p99 before {p99(before):.1f} ms over {len(before)} pushes, during {p99(during):.1f} ms over"
-        f" {len(during)} pushes, median during {1000 * statistics.median(a.seconds for a in during):.1f} ms"
+    report(
+        "backup of 100,000 rows under 8 pushing clients",
+        seconds=f"{finished - started:.2f}",
+        said=out.decode().strip(),
+        p99_before=f"{p99(before):.1f} ms over {len(before)} pushes",
+        p99_during=f"{p99(during):.1f} ms over {len(during)} pushes",
+        median_during=f"{1000 * statistics.median(a.seconds for a in during):.1f} ms",
     )
 
 

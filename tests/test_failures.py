@@ -22,7 +22,7 @@ import pytest
 from plumbing.settings import Settings
 from tests.load import Tally, background_load, deliver_all, error_code
 from tests.process import running_server
-from tests.support import get, report, rows, stored_call_ids
+from tests.support import get, report, rows, small_tmpfs, stored_call_ids
 
 pytestmark = pytest.mark.failure
 
@@ -242,27 +242,6 @@ async def test_sigterm_while_the_file_stays_locked_exits_within_10s(tmp_path: Pa
     assert "left unwritten" in log
     assert "writer drained and database closed" not in log
     assert tally.acknowledged <= stored
-
-
-@contextmanager
-def small_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
-    """A size-limited file system of our own, so that the disk can really fill up."""
-    mount_point.mkdir()
-    try:
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except FileNotFoundError:
-        pytest.skip("no mount command here, so no size-limited file system can be made")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True, timeout=10)
 
 
 def fill_up(path: Path) -> int:

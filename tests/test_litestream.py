@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import rows
 from tests.load import Tally, background_load, deliver_all, push_body
-from tests.process import ROOT, post, running_server
+from tests.process import ROOT, running_server
+from tests.support import post, report, rows
 from tests.tools import litestream
 
 EXAMPLE = ROOT / "deploy" / "litestream.yml"
@@ -109,10 +109,12 @@ def test_litestream_restore_after_kill_9_keeps_what_was_acknowledged_before_the_
     present = [max(times) for call_id, times in acknowledged.items() if call_id in kept]
     lost_window = kill_time - min(lost.values()) if lost else 0.0
     lag = kill_time - max(present)
-    print(
-        f"\nlitestream: {len(acknowledged)} pushes acknowledged, {len(lost)} lost with the machine;"
-        f" lost window {lost_window:.2f} s before the kill (allowed: sync-interval + 1 s = {window:.0f} s);"
-        f" newest push in the replica acknowledged {lag:.2f} s before the kill"
+    report(
+        "litestream after kill -9",
+        acknowledged=len(acknowledged),
+        lost_with_the_machine=len(lost),
+        lost_window=f"{lost_window:.2f} s before the kill (allowed: sync-interval + 1 s = {window:.0f} s)",
+        replication_lag=f"the newest push in the replica was acknowledged {lag:.2f} s before the kill",
     )
     assert "after-restore" in kept
     assert all(kept[call_id] == 2 for call_id in repeated), {c: kept.get(c) for c in repeated}

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +12,7 @@ import pytest
 
 from commands.progress import REDRAW_SECONDS, Progress, progress
 from tests.bulk import add_pushes
-from tests.process import ROOT
+from tests.process import ROOT, run_on_a_terminal
 from tests.support import SAMPLE_BYTES, migrated, sqlite_file
 
 ROWS = 20_000
@@ -81,44 +77,6 @@ COMMANDS: dict[str, tuple[Callable[[Path], list[str]], int]] = {
     "purge": (pushes_to_purge, ROWS - 1),  # the newest row is always kept
     "reprocess-rejects": (rejects_to_reprocess, 2_000),
 }
-
-
-def run_on_a_terminal(cwd: Path, args: list[str], seconds: float = 60.0) -> tuple[int, str, str]:
-    """Run the command with a pseudo-terminal as stderr: exit code, what stdout and the terminal got."""
-    controller, terminal = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "server.py"), *args],
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=terminal,
-        )
-    finally:
-        os.close(terminal)
-    screen = b""
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.5)
-            if not ready:
-                continue
-            try:
-                data = os.read(controller, 65536)
-            except OSError:  # EIO: the command closed its end of the terminal
-                break
-            if not data:
-                break
-            screen += data
-        assert proc.stdout is not None
-        stdout = proc.stdout.read().decode()
-        proc.stdout.close()
-        return proc.wait(timeout=seconds), stdout, screen.decode()
-    finally:
-        os.close(controller)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from server import main
-from tests.bulk import add_pushes
+from tests.bulk import add_pushes, add_reject, add_version
 from tests.process import ROOT, running_server
 from tests.support import SAMPLE_BYTES, migrated, post, rows, sample, sqlite_file
 
@@ -20,24 +20,6 @@ from tests.support import SAMPLE_BYTES, migrated, post, rows, sample, sqlite_fil
 pytestmark = pytest.mark.usefixtures("away_from_config")
 
 OLD = "2020-01-01T00:00:00.000Z"
-
-
-def add_version(db: Path, call_id: str) -> None:
-    with sqlite_file(db) as conn:
-        conn.execute(
-            "INSERT INTO push_versions (push_seq, received_at, body_hash, body)"
-            " SELECT seq, first_received_at, randomblob(16), body FROM pushes WHERE call_id = ?",
-            (call_id,),
-        )
-
-
-def add_reject(db: Path, body: bytes | None, received_at: str = OLD, reason: str = "invalid_field") -> None:
-    with sqlite_file(db) as conn:
-        conn.execute(
-            "INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)"
-            " VALUES (?, '127.0.0.1', ?, 'refused earlier', '/push', '{}', ?)",
-            (received_at, reason, body),
-        )
 
 
 def test_purge_deletes_old_rows_but_never_the_newest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
