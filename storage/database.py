@@ -23,6 +23,11 @@ from storage.writer import Writer
 log = logging.getLogger("airudder_receiver.storage")
 
 
+# Litestream adds these to every file it replicates, even one the receiver has not migrated yet (a new
+# file it found first): they do not make the file another program's.
+LITESTREAM_TABLES = "_litestream_"
+
+
 class DatabaseUnavailable(Exception):
     """The file cannot be opened or prepared; the message is one sentence for the operator."""
 
@@ -128,7 +133,7 @@ class Database:
         refused before the write connection switches it to WAL, so that it is left exactly as it was."""
         try:
             version = await schema_version(conn)
-            found = await tables(conn) if version == 0 else []
+            found = [t for t in await tables(conn) if not t.startswith(LITESTREAM_TABLES)] if version == 0 else []
         except sqlite3.DatabaseError as exc:
             raise DatabaseUnavailable(f"{self.path} is not a SQLite database this program can read ({exc})") from None
         if found:

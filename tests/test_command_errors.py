@@ -45,6 +45,7 @@ COMMANDS = [
     ["purge", "--older-than", "30d"],
     ["purge", "--older-than", "30d", "--keep-typed"],
     ["reprocess-rejects"],
+    ["backup", "copy.sqlite3"],
 ]
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.load import Tally, background_load, deliver_all, push_body
 from tests.process import ROOT, running_server
-from tests.support import post, report, rows
+from tests.support import post, report, rows, sqlite_file
 from tests.tools import litestream
 
 EXAMPLE = ROOT / "deploy" / "litestream.yml"
@@ -122,3 +122,16 @@ def test_litestream_restore_after_kill_9_keeps_what_was_acknowledged_before_the_
     assert len(must) > len(repeated), "the load acknowledged too little before the window to prove anything"
     missing = [call_id for call_id in must if call_id not in kept]
     assert missing == [], f"{len(missing)} pushes acknowledged more than {window:.0f} s before the kill are gone"
+
+
+def test_a_new_file_that_litestream_found_first_is_still_the_receivers(tmp_path: Path) -> None:
+    """Litestream v0.3 puts its two tables into a file as soon as it exists, before the first migration."""
+    db = tmp_path / "pushes.sqlite3"
+    with sqlite_file(db) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER)")
+        conn.execute("CREATE TABLE _litestream_lock (id INTEGER)")
+    with running_server(tmp_path, db) as server:
+        assert post(f"{server.url}/push", push_body("first"))[0] == 200
+        assert server.stop() == 0
+    assert rows(db, "SELECT call_id FROM pushes")[0][0] == "first"
