@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,8 +15,19 @@ from bench.backup import backup_under_load
 from bench.machine import describe, load_average
 from bench.options import FEED_CONNECTIONS, FEED_LIMIT, Plan, plan_from_environment
 from bench.prefill import prefill
-from bench.report import Growth, Measurement, render
-from bench.servers import COMMITTED, SIDE_BY_SIDE, Run, Server, last_seq, measure, remove_database
+from bench.report import Growth, Measurement, render, write_results
+from bench.servers import (
+    COMMITTED,
+    NEW_CONNECTIONS,
+    QUEUED,
+    SIDE_BY_SIDE,
+    Run,
+    Server,
+    last_seq,
+    measure,
+    remove_database,
+)
+from bench.writer_alone import WriterRun, writer_alone
 from bench.wrk import feed_arguments, push_arguments
 from tests.support import SAMPLE_BYTES
 
@@ -33,15 +45,25 @@ def _report(tag: str, run: Run) -> Run:
     print(
         f"  {tag:<12} ({run.server.label}) {run.load.rate:8.0f} req/s  p50 {run.load.p50_ms:6.2f} ms"
         f"  p99 {run.load.p99_ms:6.2f} ms  max {run.load.max_ms:6.1f} ms  non-2xx {run.load.non_2xx}"
-        f"  rss {run.peak_rss_mb:.0f} MB",
+        f"  rss {run.peak_rss_mb:.0f} MB  cpu {run.cpu_us_per_request:.0f} us/req",
         flush=True,
     )
     return run
 
 
-def _once(plan: Plan, server: Server, db_path: Path, template: Path, tag: str, seconds: int | None = None) -> Run:
+def _once(
+    plan: Plan,
+    server: Server,
+    db_path: Path,
+    template: Path,
+    tag: str,
+    seconds: int | None = None,
+    *,
+    new_connections: bool = False,
+) -> Run:
     load = plan.load if seconds is None else dataclasses.replace(plan.load, seconds=seconds)
-    return _report(tag, measure(server, db_path, plan.workdir, load, push_arguments(template, load.duplicates, tag)))
+    arguments = push_arguments(template, load.duplicates, tag, new_connections=new_connections)
+    return _report(tag, measure(server, db_path, plan.workdir, load, arguments))
 
 
 def feed(plan: Plan, db_path: Path) -> Run:
@@ -51,17 +73,30 @@ def feed(plan: Plan, db_path: Path) -> Run:
     return _report("feed", measure(COMMITTED, db_path, plan.workdir, load, arguments, writes=False))
 
 
-def side_by_side(plan: Plan, template: Path) -> dict[str, list[Run]]:
-    runs: dict[str, list[Run]] = {server.label: [] for server in SIDE_BY_SIDE}
+def side_by_side(
+    plan: Plan, template: Path, servers: Sequence[Server], *, new_connections: bool = False
+) -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {server.label: [] for server in servers}
+    shape = "n" if new_connections else "r"
     for number in range(plan.rounds):
         # Alternate the order so that no server always runs first, or right after the heaviest one.
-        order = SIDE_BY_SIDE if number % 2 == 0 else tuple(reversed(SIDE_BY_SIDE))
+        order = tuple(servers) if number % 2 == 0 else tuple(reversed(servers))
         print(f"round {number + 1} of {plan.rounds}: {' '.join(s.label for s in order)}", flush=True)
         for server in order:
             db_path = plan.workdir / f"{server.label}.sqlite3"
             remove_database(db_path)
-            runs[server.label].append(_once(plan, server, db_path, template, f"r{number}{server.label}"))
+            tag = f"{shape}{number}{server.label}"
+            runs[server.label].append(_once(plan, server, db_path, template, tag, new_connections=new_connections))
             remove_database(db_path)
+    return runs
+
+
+def writer_runs(plan: Plan, template: Path) -> list[WriterRun]:
+    runs = []
+    for number in range(plan.rounds):
+        run = writer_alone(plan.workdir, template, plan.load.seconds, plan.load.connections)
+        print(f"  writer {number}: {run.rate:8.0f} rows/s  cpu {run.cpu_us_per_row:.0f} us/row", flush=True)
+        runs.append(run)
     return runs
 
 
@@ -86,11 +121,11 @@ def growth(plan: Plan, template: Path, grown: Path) -> Growth:
     return Growth(empty=empty_runs, grown=grown_runs, rows_before=rows_before, feed=feed_run)
 
 
-def flood(plan: Plan, template: Path) -> Run:
+def flood(plan: Plan, template: Path, server: Server) -> Run:
     db_path = plan.workdir / "flood.sqlite3"
     remove_database(db_path)
-    print(f"flood: {plan.flood_seconds}s", flush=True)
-    run = _once(plan, COMMITTED, db_path, template, "flood", seconds=plan.flood_seconds)
+    print(f"flood of ({server.label}): {plan.flood_seconds}s", flush=True)
+    run = _once(plan, server, db_path, template, f"flood{server.label}", seconds=plan.flood_seconds)
     remove_database(db_path)
     return run
 
@@ -106,17 +141,23 @@ def main() -> int:
         started=datetime.now(UTC),
         machine=describe(),
         load_before=load_average(),
-        side=side_by_side(plan, template),
+        body_bytes=len(template.read_bytes()),
+        side=side_by_side(plan, template, SIDE_BY_SIDE),
     )
+    print("each push on a new connection", flush=True)
+    measurement.new_connections = side_by_side(plan, template, NEW_CONNECTIONS, new_connections=True)
+    print("the writer alone", flush=True)
+    measurement.writer = writer_runs(plan, template)
     if plan.rows:
         grown = plan.workdir / "grown.sqlite3"
         measurement.growth = growth(plan, template, grown)
         measurement.backup = backup_under_load(plan, grown, template)
         remove_database(grown)
     if plan.flood_seconds:
-        measurement.flood = flood(plan, template)
+        measurement.flood = flood(plan, template, COMMITTED)
+        measurement.queued_flood = flood(plan, template, QUEUED)
     measurement.load_after = load_average()
-    plan.results.write_text(render(measurement))
+    write_results(plan.results, render(measurement))
     print(f"wrote {plan.results}")
     return 0
 

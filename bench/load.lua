@@ -1,8 +1,11 @@
 -- wrk script for bench/wrk.py. The first argument after "--" picks what each request is:
 --
---   push TEMPLATE SHARE TAG   POST the template (a file holding @CALL_ID@ once) with a fresh call id;
+--   push TEMPLATE SHARE TAG [close]
+--                             POST the template (a file holding @CALL_ID@ once) with a fresh call id;
 --                             a SHARE (0 to 1) of requests repeats the thread's previous id instead, the
---                             way a sender retries; TAG keeps the ids of different runs apart.
+--                             way a sender retries; TAG keeps the ids of different runs apart. With
+--                             "close", each request says "Connection: close", so wrk opens a new TCP
+--                             connection for every push, as many webhook senders do.
 --   feed LAST LIMIT           GET /api/pushes?after=N&limit=LIMIT, N drawn from 0..LAST.
 --
 -- done() prints one line "BENCH-JSON {...}" that bench/wrk.py reads.
@@ -33,6 +36,9 @@ function init(args)
    tag = args[4] or "run"
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/json"
+   if args[5] == "close" then
+      wrk.headers["Connection"] = "close"
+   end
 end
 
 local function push()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections import Counter
@@ -49,6 +50,8 @@ COMMITTED = Server("c", "receiver, ack = committed, synchronous = FULL", setting
 COMMITTED_NORMAL = Server("d", "receiver, ack = committed, synchronous = NORMAL", settings={"synchronous": "NORMAL"})
 QUEUED = Server("e", "receiver, ack = queued, synchronous = FULL", settings={"ack": "queued"})
 SIDE_BY_SIDE = (CEILING, NAIVE, COMMITTED, COMMITTED_NORMAL, QUEUED)
+# The second load shape, a new TCP connection per push: the ceiling, the naive server and the default.
+NEW_CONNECTIONS = (CEILING, NAIVE, COMMITTED)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,22 @@ class Run:
     exit_code: int
     stored: int | None  # deliveries counted in the file after the server stopped; None for the ceiling
     refusals: Counter[str]  # error codes in the receiver's log lines (the baselines log nothing)
+    cpu_seconds: float  # the server process's user + system time while wrk ran, all its threads
+    disk_bytes_per_push: float | None  # the file (and any WAL left) over the pushes in it, after the stop
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / max(1, self.load.requests) * 1e6
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of a process so far, all threads, from /proc/<pid>/stat."""
+    # The command name (field 2) may hold spaces; utime and stime are fields 14 and 15.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -94,6 +113,16 @@ def last_seq(db_path: Path) -> int:
         return int(conn.execute("SELECT coalesce(max(seq), 0) FROM pushes").fetchone()[0])
 
 
+def disk_bytes_per_push(db_path: Path) -> float | None:
+    """Bytes on disk (the file and its companions) per stored push, once the server has closed the file."""
+    if not db_path.exists():
+        return None
+    with sqlite3.connect(db_path) as conn:
+        pushes = int(conn.execute("SELECT count(*) FROM pushes").fetchone()[0])
+    size = sum(path.stat().st_size for path in db_path.parent.glob(db_path.name + "*"))
+    return size / pushes if pushes else None
+
+
 def deliveries_since(db_path: Path, seq: int) -> int:
     """Deliveries counted on rows after ``seq``: a run's ids are its own, so its duplicates land there too."""
     with sqlite_file(db_path) as conn:
@@ -116,10 +145,14 @@ def measure(
     with running_server(
         workdir, db_path, *server.arguments(workdir), command=server.command(), env={"PYTHONPATH": str(ROOT)}
     ) as process:
+        cpu_before = cpu_seconds(process.proc.pid)
         load = drive_with(process.url, options, arguments)
         rss = peak_rss_mb(process.proc.pid)
+        cpu = cpu_seconds(process.proc.pid) - cpu_before
         exit_code = process.stop()
         refusals = Counter(ERROR_FIELD.findall(process.log()))
     process.log_path.unlink()  # a flood's log runs to tens of MB; a failed start keeps its log
     stored = deliveries_since(db_path, seq_before) if count else None
-    return Run(server, load, rss, exit_code, stored, refusals)
+    # Only on a file the run started from empty: a grown file's size says nothing about this run.
+    disk = disk_bytes_per_push(db_path) if count and seq_before == 0 else None
+    return Run(server, load, rss, exit_code, stored, refusals, cpu, disk)

@@ -50,9 +50,11 @@ def parse(output: str) -> Load:
     )
 
 
-def push_arguments(template: Path, duplicates: float, tag: str) -> list[str]:
-    """POST /push with a fresh call id each time, bar a share of ``duplicates``; ``tag`` keeps runs apart."""
-    return ["push", str(template), str(duplicates), tag]
+def push_arguments(template: Path, duplicates: float, tag: str, *, new_connections: bool = False) -> list[str]:
+    """POST /push with a fresh call id each time, bar a share of ``duplicates``; ``tag`` keeps runs apart.
+
+    With ``new_connections`` every push comes on a TCP connection of its own (``Connection: close``)."""
+    return ["push", str(template), str(duplicates), tag, *(["close"] if new_connections else [])]
 
 
 def feed_arguments(last_seq: int, limit: int) -> list[str]:

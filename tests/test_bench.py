@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -9,10 +11,12 @@ from typing import Any
 import pytest
 
 from bench import ceiling, naive
+from bench.__main__ import write_template
 from bench.backup import Backup, BackupRun
 from bench.options import Plan
-from bench.report import backup_section
-from bench.servers import Options
+from bench.report import HAND_WRITTEN, backup_section, write_results
+from bench.servers import Options, cpu_seconds
+from bench.writer_alone import writer_alone
 from bench.wrk import Load, parse
 from tests.support import SAMPLE_BYTES, rows
 
@@ -76,3 +80,28 @@ def testbackup_section_sets_the_p99_with_and_without_side_by_side(tmp_path: Path
     assert "| without a backup | 2,000 | 5.00 | 22.50 | 90.0 | 0 | 0 |" in text
     assert "| while `backup` ran | 2,000 | 5.00 | 31.25 | 90.0 | 0 | 0 |" in text
     assert "in the copy: yes" in text
+
+
+def test_a_new_run_keeps_the_hand_written_part_of_the_results(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    write_results(results, "# first run")
+    assert results.read_text() == f"# first run\n{HAND_WRITTEN}\n"
+    results.write_text(results.read_text() + "## Notes\n\nBy hand.\n")
+    write_results(results, "# second run")
+    assert results.read_text() == f"# second run\n{HAND_WRITTEN}\n## Notes\n\nBy hand.\n"
+
+
+def test_cpu_time_is_read_for_a_process() -> None:
+    started = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds(os.getpid()) - started >= 0.03  # clock ticks are 10 ms
+
+
+def test_the_writer_alone_stores_pushes_and_leaves_no_file(tmp_path: Path) -> None:
+    template = write_template(tmp_path)
+    run = writer_alone(tmp_path, template, seconds=0.3, in_flight=4)
+    assert run.rows > 0
+    assert run.cpu_seconds > 0
+    assert not list(tmp_path.glob("writer-alone*"))
