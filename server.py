@@ -19,7 +19,6 @@ from handlers.access import ACCESS, AccessPolicy
 from handlers.errors import errors_and_access_log
 from handlers.event_hub import EventHub
 from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, SETTINGS, WRITER
-from handlers.metrics import time_requests
 from handlers.metrics_registry import Metrics
 from handlers.push_lines import log_pushes
 from handlers.ready_probe import ReadyProbe
@@ -77,7 +76,7 @@ async def _end_event_streams(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[time_requests, errors_and_access_log])
+    app = web.Application(middlewares=[errors_and_access_log])
     app[SETTINGS] = settings
     app[METRICS] = Metrics(settings.db_path)
     app[EVENTS] = EventHub()

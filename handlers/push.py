@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import orjson
@@ -30,10 +29,15 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
         raise ApiError(413, "body_too_large", f"the body is {request.content_length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    # A body that has fully arrived (the usual push, one packet) cannot trickle: no deadline to set up.
-    deadline = contextlib.nullcontext() if request.content.is_eof() else asyncio.timeout(seconds)
     try:
-        async with deadline:
+        if request.content.is_eof():
+            # The usual push: the whole body came with the head and is buffered. It cannot trickle, so it is
+            # taken at once, with no deadline and no loop.
+            body = request.content.read_nowait()
+            if len(body) > limit:
+                raise ApiError(413, "body_too_large", f"the body is more than the limit of {limit} bytes")
+            return body
+        async with asyncio.timeout(seconds):
             async for chunk in request.content.iter_any():
                 size += len(chunk)
                 if size > limit:
@@ -93,12 +97,14 @@ def admit(request: web.Request) -> None:
     Each refusal is counted in the metrics by its code, like every other refused push.
     """
     access = request.app[ACCESS]
-    client = client_address(request)
-    if not access.allows(client):
-        request[LOG_FIELDS]["client"] = client
-        raise ApiError(403, "forbidden", "this address may not push here")
+    # Working out the client's address parses it (and any proxy hops): only when an allowlist needs it.
+    if access.allowed:
+        client = client_address(request)
+        if not access.allows(client):
+            request[LOG_FIELDS]["client"] = client
+            raise ApiError(403, "forbidden", "this address may not push here")
     if not access.push_token_matches(request.match_info.get("token", "")):
-        request[LOG_FIELDS]["client"] = client
+        request[LOG_FIELDS]["client"] = client_address(request)
         raise ApiError(404, "not_found", "there is nothing at this path")
 
 

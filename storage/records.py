@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -15,9 +16,21 @@ def utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class _Second:
+    """The current second as text, worked out once per second rather than per push."""
+
+    number = -1
+    text = ""
+
+
 def utc_now() -> str:
     """Receive times, in the stored form of ``utc_text``."""
-    return utc_text(datetime.now(UTC))
+    now = time.time()
+    second = int(now)
+    if second != _Second.number:
+        _Second.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _Second.number = second
+    return f"{_Second.text}.{int((now - second) * 1000):03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
