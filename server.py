@@ -23,7 +23,7 @@ from handlers.metrics_registry import Metrics
 from handlers.push_lines import log_pushes
 from handlers.ready_probe import ReadyProbe
 from handlers.routes import setup_routes
-from plumbing import logs
+from plumbing import event_loop, logs
 from plumbing.exits import fail
 from plumbing.settings import DRAIN_SECONDS, LOG_FORMATS, ConfigError, Settings, load
 from plumbing.systemd_notify import Notifier
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_format = logs.resolve_format(settings.log_format)
     logs.configure(log_format, settings.log_level, settings.push_path, settings.push_token)
     try:
-        asyncio.run(serve(settings))
+        event_loop.run(serve(settings))
     except StartupError as exc:
         return fail(str(exc))
     except OSError as exc:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
+
+from plumbing.event_loop import new_event_loop
 
 EMPTY_OBJECT = b"{}"
 
@@ -23,4 +24,4 @@ def serve(make_app: Callable[[str], web.Application], argv: Sequence[str] | None
     args = parser.parse_args(argv)
     app = make_app(args.db)
     app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None, loop=asyncio.new_event_loop())
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None, loop=new_event_loop())
