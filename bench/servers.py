@@ -117,7 +117,7 @@ def disk_bytes_per_push(db_path: Path) -> float | None:
     """Bytes on disk (the file and its companions) per stored push, once the server has closed the file."""
     if not db_path.exists():
         return None
-    with sqlite3.connect(db_path) as conn:
+    with sqlite_file(db_path) as conn:
         pushes = int(conn.execute("SELECT count(*) FROM pushes").fetchone()[0])
     size = sum(path.stat().st_size for path in db_path.parent.glob(db_path.name + "*"))
     return size / pushes if pushes else None
