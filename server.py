@@ -16,7 +16,7 @@ from aiohttp import web
 
 from commands import COMMANDS, run_command
 from handlers.access import ACCESS, AccessPolicy
-from handlers.errors import errors_and_access_log
+from handlers.errors import PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES, errors_and_access_log
 from handlers.event_hub import EventHub
 from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, SETTINGS, WRITER
 from handlers.metrics_registry import Metrics
@@ -24,10 +24,13 @@ from handlers.push_lines import log_pushes
 from handlers.ready_probe import ReadyProbe
 from handlers.routes import setup_routes
 from plumbing import event_loop, logs
+from plumbing.addresses import local_url
 from plumbing.exits import fail
 from plumbing.settings import DRAIN_SECONDS, LOG_FORMATS, ConfigError, Settings, load
 from plumbing.systemd_notify import Notifier
+from plumbing.version import VERSION
 from storage.database import Database, DatabaseUnavailable
+from storage.migrations import SCHEMA_VERSION
 
 log = logging.getLogger("airudder_receiver")
 
@@ -78,13 +81,14 @@ async def _end_event_streams(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_and_access_log])
     app[SETTINGS] = settings
-    app[METRICS] = Metrics(settings.db_path)
+    app[METRICS] = Metrics(settings.db_path, PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES)
     app[EVENTS] = EventHub()
     app[ACCESS] = AccessPolicy.from_settings(settings)
     app[READY_PROBE] = ReadyProbe()
     app.on_shutdown.append(_end_event_streams)
     app.cleanup_ctx.append(database_context(settings))
     setup_routes(app, settings)
+    app[METRICS].add_routes(resource.canonical for resource in app.router.resources())
     return app
 
 
@@ -118,15 +122,18 @@ async def serve(settings: Settings) -> None:
     try:
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
         await site.start()
+        scheme = "https" if context else "http"
         log.info(
-            "listening on %s://%s:%d%s, database %s, ack=%s%s",
-            "https" if context else "http",
+            "airudder-receiver %s listening on %s://%s:%d%s, database %s (schema version %d), ack=%s%s",
+            VERSION,
+            scheme,
             settings.host,
             settings.port,
             settings.push_path,
             settings.db_path,
+            SCHEMA_VERSION,
             settings.ack,
-            ", inspector on /" if settings.inspector else "",
+            f", inspector on {local_url(scheme, settings.host, settings.port)}/" if settings.inspector else "",
         )
         notifier.ready(f"listening on {settings.host}:{settings.port}")
         # Pings stop when the writer dies, so that systemd restarts a server that can no longer store.
@@ -151,8 +158,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airudder-receiver", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the receiver (the default)")
+    serve_cmd.add_argument("--version", action="version", version=f"airudder-receiver {VERSION}")
     _add_common_arguments(serve_cmd)
     serve_cmd.add_argument("--host", help="address to bind")
     serve_cmd.add_argument("--port", type=int, help="port to bind")
@@ -171,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
     overrides = {name: getattr(args, name, None) for name in ("host", "port", "db_path", "log_format")}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from plumbing.addresses import WILDCARD_TO_LOOPBACK
+from plumbing.addresses import local_url
 from plumbing.exits import fail
 from plumbing.settings import Settings
 
@@ -45,12 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_url(settings: Settings) -> str:
-    host = WILDCARD_TO_LOOPBACK.get(settings.host, settings.host)
-    if ":" in host:
-        host = f"[{host}]"
     path = f"{settings.push_path}/{settings.push_token}" if settings.push_token else settings.push_path
-    scheme = "https" if settings.tls_cert else "http"
-    return f"{scheme}://{host}:{settings.port}{path}"
+    return local_url("https" if settings.tls_cert else "http", settings.host, settings.port) + path
 
 
 def trust_own_certificate(settings: Settings) -> ssl.SSLContext:

@@ -15,7 +15,7 @@ from handlers.keys import METRICS, SETTINGS
 from handlers.payload import InvalidPush
 from storage.filters import FilterError
 from storage.readers import ReadersBusy
-from storage.writer import CommitTimeout, WriteFailed, WriterUnavailable
+from storage.writer import UNAVAILABLE_CAUSES, CommitTimeout, WriteFailed, WriterUnavailable
 
 log = logging.getLogger("airudder_receiver.http")
 
@@ -49,6 +49,12 @@ class ApiError(Exception):
 
 # A push that fails its checks: unreadable JSON is 400, a readable push without a usable identity is 422.
 INVALID_PUSH_STATUS = {"invalid_json": 400, "not_an_object": 400, "missing_field": 422, "invalid_field": 422}
+# Every code a push can be answered with besides 200, so that the metrics show each at 0 before it happens:
+# refusals (4xx; those of handlers.push's own checks follow the payload's), and the 503s.
+PUSH_REJECT_CODES = (
+    "forbidden", "not_found", "body_too_large", "body_timeout", "invalid_body", "body_incomplete", *INVALID_PUSH_STATUS
+)  # fmt: skip
+PUSH_UNAVAILABLE_CODES = (*UNAVAILABLE_CAUSES, "commit_timeout", "storage_error")
 
 
 def http_error(exc: Exception, retry_after: int) -> ApiError | None:
@@ -88,7 +94,27 @@ def error_response(error: ApiError) -> web.Response:
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
-_HTTP_DETAILS = {404: "there is nothing at this path", 405: "{method} is not allowed at this path"}
+_HTTP_DETAILS = {404: "there is nothing at this path", 405: "{method} is not allowed at this path; use {allowed}"}
+
+# Handlers whose successful answers are logged at debug only: what is polled (scrapes, probes) or fetched
+# with every page load. Once a second a line each would be 86,400 lines a day saying nothing.
+_QUIET: set[Handler] = set()
+
+
+def quiet(handler: Handler) -> Handler:
+    """Mark a route's handler as polled: its 2xx and 3xx answers are logged at debug, its errors as usual."""
+    _QUIET.add(handler)
+    return handler
+
+
+def _from_aiohttp(exc: web.HTTPException, method: str) -> ApiError:
+    """aiohttp's own 404, 405 and 413 in our JSON shape; a 405 keeps the ``Allow`` header RFC 9110 requires."""
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        detail = _HTTP_DETAILS[405].format(method=method, allowed=" or ".join(allowed))
+        return ApiError(405, code, detail, headers={"Allow": ",".join(allowed)})
+    return ApiError(exc.status, code, _HTTP_DETAILS.get(exc.status, "{reason}").format(reason=exc.reason))
 
 
 @web.middleware
@@ -104,10 +130,9 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            code = _HTTP_CODES.get(exc.status, "http_error")
-            fields.setdefault("error", code)
-            detail = _HTTP_DETAILS.get(exc.status, "{reason}").format(reason=exc.reason, method=request.method)
-            response = error_response(ApiError(exc.status, code, detail))
+            answer = _from_aiohttp(exc, request.method)
+            fields.setdefault("error", answer.code)
+            response = error_response(answer)
         except Exception as exc:
             error = http_error(exc, request.app[SETTINGS].retry_after)
             if error is None:
@@ -117,7 +142,8 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             response = error_response(error)
         fields["status"] = response.status
         fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
-        log.info("%s %s", request.method, request.path, extra={"fields": fields})
+        level = logging.DEBUG if response.status < 400 and request.match_info.handler in _QUIET else logging.INFO
+        log.log(level, "%s %s", request.method, request.path, extra={"fields": fields})
         return response
     finally:
         resource = request.match_info.route.resource

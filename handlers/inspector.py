@@ -1,6 +1,6 @@
 """The inspector page on ``/``: plain HTML, CSS and JavaScript that read through /api and /api/events.
 
-Served only when the inspector is on (``inspector = true`` or ``--dev``). The three files are a shell
+Served unless the inspector is turned off (``inspector = false``). The three files are a shell
 with no data in them: the data comes from /api under the read rule, with the API token the page asks for.
 A browser cannot put a bearer token on the request that opens a page, so the shell is given to every
 client on loopback (this machine, an ``ssh -L`` tunnel, a proxy on this machine) without one; a client
@@ -45,3 +45,8 @@ async def asset(request: web.Request) -> web.Response:
     if name not in _FILES or name == "index.html":
         raise web.HTTPNotFound()
     return _asset(name)
+
+
+async def no_icon(request: web.Request) -> web.Response:
+    """Browsers ask every site for /favicon.ico; there is none, and 204 says so without a 404 in the log."""
+    return web.Response(status=204)

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
+from plumbing.version import VERSION
 from storage.records import Outcome, Record
 
 # The *_created series double every counter and say little for a long-running service.
@@ -24,9 +34,18 @@ REQUEST_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class Metrics:
-    def __init__(self, db_path: str) -> None:
+    """``reject_codes`` and ``unavailable_codes``: every code a refused push can be counted under, each
+    exported at 0 from the start so that ``rate()`` over them is 0 rather than empty."""
+
+    def __init__(self, db_path: str, reject_codes: Sequence[str], unavailable_codes: Sequence[str]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # The standard process_*, python_info and python_gc_* series, as the default registry has them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        build = Gauge("airudder_receiver_build_info", "The running version (always 1).", ["version"], registry=r)
+        build.labels(VERSION).set(1)
         pushes = Counter(
             "airudder_receiver_pushes", "Pushes stored, by outcome (new call, duplicate, duplicate with a new body).",
             ["outcome"], registry=r,
@@ -36,10 +55,14 @@ class Metrics:
             "airudder_receiver_pushes_rejected", "Pushes refused with a 4xx answer, by error code.", ["reason"],
             registry=r,
         )  # fmt: skip
+        for code in reject_codes:
+            self.rejected.labels(code)
         self.unavailable = Counter(
             "airudder_receiver_pushes_unavailable", "Pushes answered 503 (the sender retries), by cause.", ["cause"],
             registry=r,
         )  # fmt: skip
+        for code in unavailable_codes:
+            self.unavailable.labels(code)
         self.queue_depth = Gauge("airudder_receiver_queue_depth", "Items waiting for the writer.", registry=r)
         self.batch_size = Histogram(
             "airudder_receiver_batch_size", "Items written per transaction.", buckets=BATCH_SIZES, registry=r
@@ -64,6 +87,11 @@ class Metrics:
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(lambda: float(depth()))
+
+    def add_routes(self, routes: Iterable[str]) -> None:
+        """Each route's request histogram, at 0 before its first request."""
+        for route in routes:
+            self._request_children[route] = self._request_seconds.labels(route)
 
     def observe_request(self, route: str, seconds: float) -> None:
         child = self._request_children.get(route)

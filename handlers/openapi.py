@@ -8,22 +8,42 @@ from aiohttp import web
 
 from handlers.access import read_access
 from handlers.api import DEFAULT_LIMIT, MAX_LIMIT, PUSH_PARAMS, REJECT_PARAMS, json_response, query_params
-from storage.filters import EXACT_FILTERS
+from handlers.keys import SETTINGS
+from storage.filters import EXACT_FILTERS, MAX_SEQ, ORDERS
 from storage.queries import PUSH_COLUMNS, REJECT_COLUMNS
 
 _TEXT = {"type": "string"}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _INT = {"type": "integer"}
+
+# A date, or a date and time with an optional offset, that the time filters take: each string this matches
+# is a real moment (days checked against their month; 29 February is left out). The filters take more
+# (29 February, a space for the T, week dates), which the description says.
+_YEAR = r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+_CLOCK = (
+    r"(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?"
+)
+TIME_PATTERN = f"^{_YEAR}-{_MONTH_DAY}{_CLOCK}$"
+_TIME = {"type": "string", "pattern": TIME_PATTERN}
+_NAME = {"type": "string", "minLength": 1}
 _PARAMETER_DOCS = {
-    **{name: (f"only pushes whose {name} is exactly this", _TEXT) for name in EXACT_FILTERS},
-    "since": ("received at or after this time (ISO 8601; UTC unless an offset is given)", _TEXT),
-    "until": ("received before this time (ISO 8601; UTC unless an offset is given)", _TEXT),
-    "after": ("cursor: only items after this seq (pushes) or id (rejects); 0 starts at the beginning", _INT),
-    "before": ("only pushes with a seq below this (with order=newest: pass the page's next_before)", _INT),
-    "order": ("oldest (default) or newest first; newest pages answer next_before instead of next_after", _TEXT),
-    "limit": (f"page size, 1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}", _INT),
+    **{name: (f"only pushes whose {name} is exactly this (not empty)", _NAME) for name in EXACT_FILTERS},
+    "since": ("received at or after this time (ISO 8601, e.g. 2026-11-24 or 2026-11-24T19:47:09Z; UTC unless "
+              "an offset is given, written %2B02:00 in a URL)", _TIME),
+    "until": ("received before this time (ISO 8601, as since); an until at or before since matches nothing", _TIME),
+    "after": ("cursor: only items after this seq (pushes) or id (rejects); 0 starts at the beginning",
+              {**_INT, "minimum": 0, "maximum": MAX_SEQ}),
+    "before": ("only pushes with a seq below this (with order=newest: pass the page's next_before)",
+               {**_INT, "minimum": 1, "maximum": MAX_SEQ}),
+    "order": ("oldest (default) or newest first; a newest page carries only next_before, an oldest page only "
+              "next_after", {"type": "string", "enum": list(ORDERS)}),
+    "limit": (f"page size, default {DEFAULT_LIMIT}", {**_INT, "minimum": 1, "maximum": MAX_LIMIT}),
     "reason": ("only rejects with this reason, e.g. invalid_json", _TEXT),
-}
+}  # fmt: skip
 
 
 def _query(names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -46,6 +66,8 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 _ERRORS = {
     "400": _json("a parameter is unknown, repeated or malformed", _ERROR),
     "401": _json("no valid bearer token (or, without api_token, not from loopback)", _ERROR),
+    "403": _json("without api_token: the Host header does not name this machine or one of allowed_hosts", _ERROR),
+    "503": _json("no read connection came free in time (readers_busy); retry after Retry-After", _ERROR),
 }
 _INT_COLUMNS = {"seq", "deliveries", "id", "reprocessed_seq"}
 
@@ -64,20 +86,44 @@ def _columns(names: tuple[str, ...]) -> dict[str, Any]:
     return {"type": "object", "properties": properties}
 
 
-def _page(item: str) -> dict[str, Any]:
+def _page(item: str, cursors: tuple[str, ...]) -> dict[str, Any]:
+    """A page: its items and exactly one cursor (``next_after``, or ``next_before`` for a newest-first page)."""
+    items = {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}}
+    descriptions = {
+        "next_after": "cursor of the last item, to pass as after; null if none",
+        "next_before": "seq of the last (oldest) item, to pass as before; null if none (order=newest only)",
+    }
     return {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
-            "next_after": {"type": ["integer", "null"], "description": "cursor of the last item; null if none"},
-            "next_before": {"type": ["integer", "null"], "description": "instead of next_after, with order=newest"},
-        },
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "items": items,
+                    cursor: {"type": ["integer", "null"], "description": descriptions[cursor]},
+                },
+                "required": ["items", cursor],
+                "additionalProperties": False,
+            }
+            for cursor in cursors
+        ]
     }
 
 
-OPENAPI: dict[str, Any] = {
+def document(api_token: bool) -> dict[str, Any]:
+    """The document for a server with or without an ``api_token``: the security it declares is the one that
+    server applies (a bearer token, or none for clients on loopback)."""
+    security: list[dict[str, list[str]]] = [{"bearer": []}] if api_token else [{}]
+    return {**_DOCUMENT, "security": security}
+
+
+_DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "airudder-receiver read API", "version": "1"},
+    "info": {
+        "title": "airudder-receiver read API",
+        "version": "1",
+        "description": "With api_token set, every request needs Authorization: Bearer <api_token>. Without one, "
+        "only clients on loopback may read, and no token is asked for.",
+    },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
@@ -108,13 +154,12 @@ OPENAPI: dict[str, Any] = {
             },
         },
     },
-    "security": [{"bearer": []}],
     "paths": {
         "/api/pushes": {
             "get": {
                 "summary": "pushes in arrival order (typed columns), one keyset page",
                 "parameters": _query(PUSH_PARAMS),
-                "responses": {"200": _json("a page", _page("Push")), **_ERRORS},
+                "responses": {"200": _json("a page", _page("Push", ("next_after", "next_before"))), **_ERRORS},
             }
         },
         "/api/pushes/{workflow_id}/{node_id}/{call_id}": {
@@ -139,7 +184,7 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "refused requests in arrival order, one keyset page",
                 "parameters": _query(REJECT_PARAMS),
-                "responses": {"200": _json("a page", _page("Reject")), **_ERRORS},
+                "responses": {"200": _json("a page", _page("Reject", ("next_after",))), **_ERRORS},
             }
         },
         "/api/events": {
@@ -167,7 +212,10 @@ OPENAPI: dict[str, Any] = {
 }
 
 
+_DOCUMENTS = {with_token: document(with_token) for with_token in (True, False)}
+
+
 @read_access
 async def openapi(request: web.Request) -> web.Response:
     query_params(request, ())
-    return json_response(OPENAPI)
+    return json_response(_DOCUMENTS[bool(request.app[SETTINGS].api_token)])

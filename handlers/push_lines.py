@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from storage.records import Outcome, PushRecord, Record
 
 log = logging.getLogger("airudder_receiver.pushes")
+# log_pushes is its own switch: with log_level = "warning" the request lines go quiet and these stay.
+log.setLevel(logging.INFO)
 
 _OUTCOME_WORDS = {
     Outcome.NEW: "new",

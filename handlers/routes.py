@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from handlers import api, inspector, openapi
+from handlers.errors import quiet
 from handlers.events import push_events
 from handlers.health import healthz, readyz
 from handlers.metrics import metrics
@@ -17,15 +18,17 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     if settings.push_token:
         # Every path under the push path reaches the handler, so that each wrong guess is counted.
         app.router.add_post(f"{settings.push_path}/{{token:.*}}", receive_push)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    # Probes, scrapes and page files are polled: their successful answers are not logged at info.
+    app.router.add_get("/healthz", quiet(healthz))
+    app.router.add_get("/readyz", quiet(readyz))
+    app.router.add_get("/metrics", quiet(metrics))
+    app.router.add_get("/favicon.ico", quiet(inspector.no_icon))
     app.router.add_get("/api/pushes", api.list_pushes)
     app.router.add_get("/api/pushes/{workflow_id}/{node_id}/{call_id}", api.show_push)
     app.router.add_get("/api/stats", api.show_stats)
     app.router.add_get("/api/rejects", api.list_rejects)
     app.router.add_get("/api/openapi.json", openapi.openapi)
-    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/events", push_events)
     if settings.inspector:
-        app.router.add_get("/", inspector.page)
-        app.router.add_get("/inspector/{name}", inspector.asset)
+        app.router.add_get("/", quiet(inspector.page))
+        app.router.add_get("/inspector/{name}", quiet(inspector.asset))

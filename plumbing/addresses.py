@@ -14,6 +14,12 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
+def local_url(scheme: str, host: str, port: int) -> str:
+    """Where a client on this machine reaches a listener bound to ``host``: ``http://127.0.0.1:8080``."""
+    host = WILDCARD_TO_LOOPBACK.get(host, host)
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 def parse_address(text: str) -> IPAddress | None:
     """An address as a peer or a proxy writes it: ``1.2.3.4``, ``1.2.3.4:5678``, ``2001:db8::1``,
     ``[2001:db8::1]:5678``. IPv4 addresses mapped into IPv6 count as IPv4 (a dual-stack socket reports

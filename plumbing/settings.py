@@ -61,7 +61,7 @@ class Settings:
     shutdown_timeout: float = 6.0
     log_format: str = "auto"
     log_level: str = "info"
-    inspector: bool = False
+    inspector: bool = True
     log_pushes: bool = False
     allow_ips: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()

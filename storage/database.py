@@ -16,7 +16,7 @@ import aiosqlite
 from plumbing.settings import Settings
 from storage.backup import Copied, Progress, copy_database
 from storage.connection import open_reader, open_writer
-from storage.migrations import MIGRATIONS, migrate, schema_version, tables
+from storage.migrations import SCHEMA_VERSION, migrate, schema_version, tables
 from storage.readers import ReaderPool
 from storage.writer import Writer
 
@@ -113,7 +113,7 @@ class Database:
             version = await self._schema_version(conn)
             if version == 0:
                 raise DatabaseUnavailable(f"{self.path} holds no receiver data (its schema was never created)")
-            if version > len(MIGRATIONS):
+            if version > SCHEMA_VERSION:
                 raise DatabaseUnavailable(f"{self.path} has schema version {version}, newer than this program knows")
         except BaseException:
             await conn.close()

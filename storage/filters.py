@@ -9,9 +9,16 @@ from datetime import UTC, datetime
 from storage.records import utc_text
 
 # Typed columns a reader may match exactly.
-EXACT_FILTERS = ("workflow_id", "node_id", "call_id", "case_id", "callee_number", "task_id", "intention")
+EXACT_FILTERS = (
+    "workflow_id", "node_id", "call_id", "workflow_name", "node_name",
+    "case_id", "callee_number", "task_id", "intention",
+)  # fmt: skip
 TIME_FILTERS = ("since", "until")
 ORDERS = ("oldest", "newest")
+# The largest seq SQLite can store (a signed 64-bit integer): a larger cursor cannot be bound to a query.
+MAX_SEQ = 2**63 - 1
+# Bounds outside the years a datetime can hold, as stored text: before and after every stored time.
+_EARLIEST, _LATEST = "0000-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z"
 
 
 class FilterError(ValueError):
@@ -45,7 +52,7 @@ def parse_int(name: str, text: str, minimum: int, maximum: int | None = None) ->
 def parse_after(params: Mapping[str, str]) -> int:
     """The cursor: a seq (or reject id) already seen; 0 starts from the beginning."""
     text = params.get("after")
-    return 0 if text is None else parse_int("after", text, 0)
+    return 0 if text is None else parse_int("after", text, 0, MAX_SEQ)
 
 
 def parse_time(name: str, text: str) -> str:
@@ -57,10 +64,30 @@ def parse_time(name: str, text: str) -> str:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
+        if _plus_became_space(text):
+            raise FilterError(
+                f"{name} {text!r} has a space where its offset's '+' was: a '+' in a query string means a space, "
+                f"so write it as %2B (e.g. {name}=2026-11-24T19:47:09%2B02:00) or give the time in UTC with Z"
+            ) from None
         raise FilterError(f"{name} must be an ISO 8601 time such as 2026-11-24T19:47:09Z, not {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return utc_text(moment)
+    try:
+        return utc_text(moment)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00, whose UTC time falls in year 0
+        return _EARLIEST if moment.year == 1 else _LATEST
+
+
+def _plus_became_space(text: str) -> bool:
+    """Whether ``text`` reads as a time once its last space is a '+' again (``...T19:47:09 02:00``)."""
+    head, space, offset = text.rpartition(" ")
+    if not space or not offset[:2].isdigit():
+        return False
+    try:
+        datetime.fromisoformat(f"{head}+{offset}")
+    except ValueError:
+        return False
+    return True
 
 
 def parse_push_filter(params: Mapping[str, str]) -> PushFilter:
@@ -74,9 +101,7 @@ def parse_push_filter(params: Mapping[str, str]) -> PushFilter:
             equals.append((name, value))
     since = parse_time("since", params["since"]) if params.get("since") is not None else None
     until = parse_time("until", params["until"]) if params.get("until") is not None else None
-    if since is not None and until is not None and since >= until:
-        raise FilterError(f"since ({since}) must be before until ({until})")
-    before = parse_int("before", params["before"], 1) if params.get("before") is not None else None
+    before = parse_int("before", params["before"], 1, MAX_SEQ) if params.get("before") is not None else None
     order = params.get("order", "oldest")
     if order not in ORDERS:
         raise FilterError(f"order must be {' or '.join(ORDERS)}, not {order!r}")

@@ -177,7 +177,18 @@ FEED_INDEXES = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (INITIAL, REJECTS_REPROCESSED, CALL_VIEWS, FEED_INDEXES)
+# workflow_name and node_name are filters like the ids (the names are what people remember).
+NAME_INDEXES = Migration(
+    "0005_name_indexes",
+    (
+        "CREATE INDEX pushes_workflow_name ON pushes (workflow_name)",
+        "CREATE INDEX pushes_node_name ON pushes (node_name)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (INITIAL, REJECTS_REPROCESSED, CALL_VIEWS, FEED_INDEXES, NAME_INDEXES)
+# What ``PRAGMA user_version`` reads once this program has migrated a file.
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 async def schema_version(conn: aiosqlite.Connection) -> int:

@@ -190,11 +190,17 @@ async def page_rejects(
     for row in await conn.execute_fetchall(sql, params):
         item = dict(row)
         item["headers"] = orjson.loads(item["headers"])
-        body = item.pop("body")
-        item["body_bytes"] = None if body is None else len(body)
-        item["body"] = None if body is None else bytes(body).decode("utf-8", "replace")
+        stored = item.pop("body")
+        raw = None if stored is None else raw_body(stored)
+        item["body_bytes"] = None if raw is None else len(raw)
+        item["body"] = None if raw is None else raw.decode("utf-8", "replace")
         items.append(item)
     return items
+
+
+def raw_body(stored: str | bytes) -> bytes:
+    """A reject's body as it arrived: stored as text when it was UTF-8, as a BLOB otherwise."""
+    return stored.encode() if isinstance(stored, str) else bytes(stored)
 
 
 _PENDING_REJECTS = "FROM rejects WHERE id > ? AND reprocessed_at IS NULL AND body IS NOT NULL"
@@ -206,7 +212,7 @@ async def pending_rejects(conn: aiosqlite.Connection, after: int, limit: int) ->
         f"SELECT id, received_at, body {_PENDING_REJECTS} ORDER BY id LIMIT ?",
         (after, limit),
     )
-    return [(row[0], row[1], bytes(row[2])) for row in rows]
+    return [(row[0], row[1], raw_body(row[2])) for row in rows]
 
 
 async def count_pending_rejects(conn: aiosqlite.Connection) -> int:

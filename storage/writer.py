@@ -54,12 +54,28 @@ WHERE id = ?
 """
 
 
+def as_stored(body: bytes | None) -> str | bytes | None:
+    """A refused body as text when it is UTF-8 without NUL, so that sqlite3 and Datasette show it and JSON
+    functions read it; other bytes are kept exactly, as a BLOB."""
+    if body is None:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
+    return body if "\x00" in text else text
+
+
+# Why the writer did not take an item: its queue is full, or it is not running.
+UNAVAILABLE_CAUSES = ("queue_full", "writer_unavailable")
+
+
 class WriterUnavailable(Exception):
     """The item was not taken: the queue is full or the writer is not running."""
 
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
-        self.cause = cause  # "queue_full" or "writer_unavailable"
+        self.cause = cause  # one of UNAVAILABLE_CAUSES
 
 
 class WriteFailed(Exception):
@@ -306,7 +322,10 @@ class Writer:
             if rejects:
                 await conn.executemany(
                     _INSERT_REJECT,
-                    [(r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, r.body) for r in rejects],
+                    [
+                        (r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, as_stored(r.body))
+                        for r in rejects
+                    ],
                 )
             if marks:
                 # After the pushes, so that each mark finds its push's seq, and in the same commit: a

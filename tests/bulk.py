@@ -36,7 +36,7 @@ def add_version(db: Path, call_id: str) -> None:
 
 
 def add_reject(
-    db: Path, body: bytes | None, received_at: str = "2020-01-01T00:00:00.000Z", reason: str = "invalid_field"
+    db: Path, body: bytes | str | None, received_at: str = "2020-01-01T00:00:00.000Z", reason: str = "invalid_field"
 ) -> None:
     with sqlite_file(db) as conn:
         conn.execute(

@@ -41,6 +41,7 @@ async def test_filters_match_exactly(make_client: ClientFactory, db_path: Path) 
         push["callee"]["callee_number"] = f"+1555000{n}"
         if n == 5:
             push["workflow_id"], push["node_id"] = "other-workflow", "other-node"
+            push["workflow_name"], push["node_name"] = "Renewals", "Ask again"
         await post_push(client, push)
 
     async def call_ids(**params: Any) -> list[str]:
@@ -54,6 +55,9 @@ async def test_filters_match_exactly(make_client: ClientFactory, db_path: Path) 
     assert await call_ids(callee_number="+15550004") == ["c4"]
     assert await call_ids(call_id="c2") == ["c2"]
     assert await call_ids(intention="Z") == []
+    assert await call_ids(workflow_name="Renewals") == ["c5"]
+    assert await call_ids(node_name=sample()["node_name"], intention="A") == ["c0", "c2", "c4"]
+    assert await call_ids(workflow_name="renewals") == []  # exact, as the ids
 
 
 async def test_since_and_until_bound_the_received_time(make_client: ClientFactory, db_path: Path) -> None:
@@ -70,6 +74,9 @@ async def test_since_and_until_bound_the_received_time(make_client: ClientFactor
     assert await call_ids(since="2026-11-21", until="2026-11-23") == ["d1", "d2"]
     assert await call_ids(since="2026-11-22T23:30:00Z") == ["d2", "d3"]
     assert await call_ids(until="2026-11-21T23:30:00.001Z") == ["d0", "d1"]
+    # A window that holds no time holds no push (OpenAPI cannot say that one parameter bounds another).
+    assert await call_ids(since="2026-11-22", until="2026-11-22") == []
+    assert await call_ids(since="2026-11-24", until="2026-11-20") == []
     # An offset is converted to UTC: 01:00+02:00 is 23:00Z the day before.
     assert await call_ids(since="2026-11-22T01:00:00+02:00", until="2026-11-22T00:00:00+00:00") == ["d1"]
 
@@ -113,15 +120,18 @@ async def test_newest_first_pages_go_back_with_next_before(make_client: ClientFa
     ("params", "needle"),
     [
         ({"order": "latest"}, "order must be oldest or newest"),
-        ({"before": "0"}, "before must be at least 1"),
+        ({"before": "0"}, "before must be between 1 and 9223372036854775807"),
+        ({"after": "9223372036854775808"}, "after must be between 0 and 9223372036854775807"),
         ({"limit": "0"}, "limit must be between 1 and 1000"),
         ({"limit": "1001"}, "limit must be between 1 and 1000"),
         ({"limit": "ten"}, "limit must be an integer"),
-        ({"after": "-1"}, "after must be at least 0"),
+        ({"after": "-1"}, "after must be between 0 and"),
         ({"after": "1.5"}, "after must be an integer"),
         ({"since": "yesterday"}, "since must be an ISO 8601 time"),
         ({"until": "2026-13-01"}, "until must be an ISO 8601 time"),
-        ({"since": "2026-11-24", "until": "2026-11-23"}, "must be before until"),
+        # An unescaped '+02:00' arrives as ' 02:00'.
+        ({"since": "2026-11-24T19:47:09 02:00"}, "write it as %2B (e.g. since=2026-11-24T19:47:09%2B02:00)"),
+        ({"until": "2026-11-24 19:47 0530"}, "or give the time in UTC with Z"),
         ({"intention": ""}, "intention must not be empty"),
         ({"workflow": "w"}, "unknown parameter 'workflow'"),
     ],

@@ -6,16 +6,20 @@ import asyncio
 import re
 from typing import Any
 
+import hypothesis
 import orjson
 import pytest
+from hypothesis import strategies as st
 
 from handlers.api import PUSH_PARAMS, REJECT_PARAMS
-from handlers.keys import READERS
+from handlers.keys import READERS, SETTINGS
+from handlers.openapi import TIME_PATTERN, document
 from plumbing.settings import Settings
 from server import create_app
 from storage import readers
+from storage.filters import parse_time
 from storage.queries import PUSH_COLUMNS
-from tests.support import SAMPLE_BYTES, ClientFactory, get_json, post_push, sample
+from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, get_json, post_push, rows, sample
 
 KEY = "/".join((sample()["workflow_id"], sample()["node_id"], sample()["call"]["call_id"]))
 
@@ -71,7 +75,7 @@ async def test_stats_count_pushes_duplicates_and_rejects(make_client: ClientFact
 
 async def test_rejects_page_with_the_same_cursor(make_client: ClientFactory) -> None:
     client = await make_client()
-    bodies = [b"nope", b"[1]", b"\xff\xfe", b'{"workflow_id": ""}']
+    bodies = [b"nope", b"[1]", b"\xff\xfe", b'{"workflow_id": ""}', b'{"a": "\x00"}']
     for body in bodies:
         assert (await client.post("/push", data=body, headers={"User-Agent": "tester"})).status in (400, 422)
     first = await get_json(client, "/api/rejects", limit=3)
@@ -81,16 +85,19 @@ async def test_rejects_page_with_the_same_cursor(make_client: ClientFactory) -> 
     assert first["items"][0]["headers"]["User-Agent"] == "tester"
     assert first["items"][2]["body_bytes"] == 2  # not UTF-8: shown with replacement characters
     rest = await get_json(client, "/api/rejects", after=3)
-    assert [item["reason"] for item in rest["items"]] == ["invalid_field"]
+    assert [item["reason"] for item in rest["items"]] == ["invalid_field", "invalid_json"]
     assert rest["items"][0]["reprocessed_at"] is None
+    # Stored as text when UTF-8, so that sqlite3 and Datasette show it; with a NUL or not UTF-8, as bytes.
+    stored = rows(client.server.app[SETTINGS].db_path, "SELECT typeof(body) FROM rejects ORDER BY id")
+    assert [row[0] for row in stored] == ["text", "text", "blob", "text", "blob"]
+    assert (rest["items"][1]["body"], rest["items"][1]["body_bytes"]) == ('{"a": "\x00"}', 10)
     only = await get_json(client, "/api/rejects", reason="not_an_object")
     assert [item["body"] for item in only["items"]] == ["[1]"]
     assert (await get_json(client, "/api/rejects", status=400, limit=5000))["error"] == "invalid_parameter"
 
 
 def test_openapi_documents_every_api_route_and_parameter() -> None:
-    from handlers.openapi import OPENAPI
-
+    OPENAPI = document(api_token=True)
     app = create_app(Settings())
     served = {
         route.resource.canonical
@@ -107,11 +114,33 @@ def test_openapi_documents_every_api_route_and_parameter() -> None:
     assert query["/api/rejects"] == list(REJECT_PARAMS)
 
 
-async def test_openapi_is_served(make_client: ClientFactory) -> None:
+async def test_openapi_declares_the_security_the_server_applies(make_client: ClientFactory) -> None:
     client = await make_client()
     document: dict[str, Any] = await get_json(client, "/api/openapi.json")
     assert document["openapi"].startswith("3.")
     assert "/api/pushes" in document["paths"]
+    assert document["security"] == [{}]  # loopback, no token asked for
+    guarded = await make_client(api_token=TOKEN)
+    response = await guarded.get("/api/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert (await response.json())["security"] == [{"bearer": []}]
+
+
+@hypothesis.given(st.from_regex(TIME_PATTERN.strip("^$"), fullmatch=True))
+@hypothesis.settings(max_examples=300, deadline=None)
+def test_every_time_the_document_allows_is_taken(text: str) -> None:
+    assert parse_time("since", text) <= "9999-12-31T23:59:59.999Z"
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("0001-01-01T00:00+01:00", "0000-01-01T00:00:00.000Z"),  # before year 1 in UTC: before every push
+        ("9999-12-31T23:59-01:00", "9999-12-31T23:59:59.999Z"),
+        ("2026-11-24T19:47:09.5+02:00", "2026-11-24T17:47:09.500Z"),
+    ],
+)
+def test_times_at_the_ends_of_the_calendar_are_clamped(text: str, stored: str) -> None:
+    assert parse_time("since", text) == stored
 
 
 async def test_addresses_without_parameters_refuse_them(make_client: ClientFactory) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import tomllib
 import unicodedata
+import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -12,8 +15,10 @@ import pytest
 
 from plumbing.logs import JsonFormatter, TextFormatter, escape, resolve_format
 from plumbing.settings import ConfigError, load
-from tests.process import run_server_to_exit, running_server
-from tests.support import SAMPLE_BYTES, free_port, get, post, sample
+from plumbing.version import VERSION
+from storage.migrations import SCHEMA_VERSION
+from tests.process import ROOT, console_script, run_server_to_exit, running_server
+from tests.support import SAMPLE_BYTES, free_port, get, post, sample, send
 
 
 def test_dev_prints_one_readable_line_per_push(tmp_path: Path) -> None:
@@ -34,7 +39,7 @@ def test_dev_prints_one_readable_line_per_push(tmp_path: Path) -> None:
         "push duplicate  test_api_action6 / API2  callee +861xxxxxxxx5721  intention E",
         "push new        test_api_action6 / API2  callee +8613800000000  intention A",
     ]
-    assert "inspector on /" in log
+    assert f"inspector on {server.url}/" in log
     assert "error=invalid_json" in log
     assert not log.lstrip().startswith("{")
 
@@ -52,7 +57,7 @@ def test_logs_are_json_lines_under_systemd(tmp_path: Path) -> None:
         assert server.stop() == 0
     entries = [orjson.loads(line) for line in server.log().splitlines()]
     messages = [e["message"] for e in entries]
-    assert any(m.startswith("listening on http://127.0.0.1:") for m in messages)
+    assert any(m.startswith(f"airudder-receiver {VERSION} listening on http://127.0.0.1:") for m in messages)
     assert "writer drained and database closed" in messages
     (push,) = [e for e in entries if e.get("key")]
     assert (push["outcome"], push["status"], push["level"]) == ("new", 200, "info")
@@ -136,3 +141,66 @@ def test_text_lines_mask_tokens_and_keep_the_default_time() -> None:
     assert line("GET /s3cret/y", 1_790_000_000.999) == "INFO GET /***/y query=key=***"
     assert line("GET /pushes", 1_790_000_001.5) == "INFO GET /pushes query=key=***"
     assert line("GET /push", 1_790_086_400.25) == "INFO GET /push query=key=***"
+
+
+def test_version_is_the_installed_one_from_pyproject() -> None:
+    expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert expected == VERSION
+    for args in (["--version"], ["serve", "--version"]):
+        result = subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=20)
+        assert (result.returncode, result.stdout) == (0, f"airudder-receiver {expected}\n"), args
+
+
+def test_start_up_line_names_version_schema_and_where_to_look(tmp_path: Path) -> None:
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3") as server:
+        assert server.stop() == 0
+    assert (
+        f"INFO airudder-receiver {VERSION} listening on {server.url}/push, database {tmp_path / 'pushes.sqlite3'} "
+        f"(schema version {SCHEMA_VERSION}), ack=committed, inspector on {server.url}/\n"
+    ) in server.log()
+
+
+POLLED = ("/healthz", "/readyz", "/metrics", "/", "/inspector/inspector.js", "/inspector/inspector.css", "/favicon.ico")
+
+
+def test_polled_routes_are_not_logged_at_info_but_their_errors_are(tmp_path: Path) -> None:
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3") as server:
+        for path in POLLED:
+            status = get(f"{server.url}{path}")[0]
+            assert status == (204 if path == "/favicon.ico" else 200), path
+        assert get(f"{server.url}/inspector/nope.js")[0] == 404
+        foreign = urllib.request.Request(f"{server.url}/metrics", headers={"Host": "evil.example"})
+        assert send(foreign, 10)[0] == 403
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        assert server.stop() == 0
+    requests = [line.split(" INFO ", 1)[1] for line in server.log().splitlines() if " INFO GET " in line]
+    assert [line.split(" status=")[0] for line in requests] == [
+        "GET /inspector/nope.js error=not_found",
+        "GET /metrics error=forbidden_host",
+    ]
+    assert " INFO POST /push key=" in server.log()
+
+
+def test_debug_level_shows_the_polled_routes(tmp_path: Path) -> None:
+    config = tmp_path / "debug.toml"
+    config.write_text('log_level = "debug"\n', encoding="utf-8")
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--config", str(config)) as server:
+        for path in POLLED:
+            get(f"{server.url}{path}")
+        assert server.stop() == 0
+    logged = [line.split(" DEBUG ", 1)[1].split(" ")[1] for line in server.log().splitlines() if " DEBUG GET " in line]
+    # The start-up waits on /healthz before the test's own requests.
+    assert [path for path in logged if path != "/healthz"] == [path for path in POLLED if path != "/healthz"]
+
+
+def test_push_lines_stay_when_the_rest_is_quieter(tmp_path: Path) -> None:
+    config = tmp_path / "quiet.toml"
+    config.write_text('log_level = "warning"\nlog_pushes = true\n', encoding="utf-8")
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--config", str(config)) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        assert get(f"{server.url}/api/stats")[0] == 200
+        assert server.stop() == 0
+    lines = server.log().splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == [
+        "INFO push new        test_api_action6 / API2  callee +861xxxxxxxx5721  intention E"
+    ]

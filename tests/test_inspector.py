@@ -118,11 +118,19 @@ def test_older_pushes_load_on_demand(tmp_path: Path, page: Page) -> None:
         assert (rows.first.get_attribute("data-seq"), rows.last.get_attribute("data-seq")) == (str(PAGE_SIZE + 1), "1")
 
 
-def test_inspector_is_off_unless_asked_for(tmp_path: Path) -> None:
+def test_inspector_is_on_by_default_and_off_when_asked(tmp_path: Path) -> None:
     with running_server(tmp_path, tmp_path / "pushes.sqlite3") as server:
+        status, body = get(f"{server.url}/")
+        assert status == 200
+        assert b"<title>AIRudder pushes" in body
+    config = tmp_path / "off.toml"
+    config.write_text("inspector = false\n", encoding="utf-8")
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--config", str(config)) as server:
         status, body = get(f"{server.url}/")
         assert status == 404
         assert orjson.loads(body)["error"] == "not_found"
+        assert server.stop() == 0
+    assert "inspector on" not in server.log()
 
 
 def test_with_an_api_token_the_page_asks_for_it_then_shows_pushes_live(tmp_path: Path, page: Page) -> None:

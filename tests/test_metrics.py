@@ -12,7 +12,9 @@ import orjson
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from handlers.errors import PUSH_REJECT_CODES
 from handlers.keys import WRITER
+from plumbing.version import VERSION
 from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, rows, sample
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -102,3 +104,35 @@ async def test_metrics_follow_the_read_access_rule(make_client: ClientFactory) -
     assert refused.status == 401
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await guarded.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
+
+
+async def test_known_labels_start_at_zero_with_build_and_process_series(make_client: ClientFactory) -> None:
+    client = await make_client(max_body_bytes=1024)
+    m = await scrape(client)
+    for outcome in ("new", "duplicate", "new_version"):
+        assert m[("airudder_receiver_pushes_total", (("outcome", outcome),))] == 0
+    reasons = {labels[0][1] for name, labels in m if name == "airudder_receiver_pushes_rejected_total"}
+    assert reasons == set(PUSH_REJECT_CODES)
+    assert all(m[("airudder_receiver_pushes_rejected_total", (("reason", r),))] == 0 for r in reasons)
+    causes = {labels[0][1] for name, labels in m if name == "airudder_receiver_pushes_unavailable_total"}
+    assert causes == {"queue_full", "writer_unavailable", "commit_timeout", "storage_error"}
+    assert all(m[("airudder_receiver_pushes_unavailable_total", (("cause", c),))] == 0 for c in causes)
+    assert m[("airudder_receiver_build_info", (("version", VERSION),))] == 1
+    assert time.time() - 600 < m[("process_start_time_seconds", ())] <= time.time()
+    assert m[("process_resident_memory_bytes", ())] > 0
+    assert ("python_gc_objects_collected_total", (("generation", "0"),)) in m
+    assert any(name == "python_info" for name, _ in m)
+    # Refusals of each kind a test client can cause are counted under the known codes, adding none.
+    refusals = (
+        b"{broken",
+        b"[]",
+        b'{"workflow_id": "w"}',
+        b'{"workflow_id": [], "node_id": "n", "call": {"call_id": "c"}}',
+        b"x" * 2048,
+    )
+    for body in refusals:
+        assert (await client.post("/push", data=body)).status >= 400
+    after = await scrape(client)
+    assert {labels[0][1] for name, labels in after if name == "airudder_receiver_pushes_rejected_total"} == reasons
+    counted = {r for r in reasons if after[("airudder_receiver_pushes_rejected_total", (("reason", r),))]}
+    assert counted == {"invalid_json", "not_an_object", "missing_field", "invalid_field", "body_too_large"}

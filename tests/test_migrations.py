@@ -102,3 +102,16 @@ def test_commands_that_write_fail_in_one_sentence(tmp_path: Path, command: list[
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("airudder-receiver: "), done.stderr
     assert ("newer than this program knows" if problem == "schema too new" else "locked") in lines[0]
+
+
+@pytest.mark.parametrize("name", ["workflow_name", "node_name"])
+async def test_name_filters_use_an_index(db_path: Path, name: str) -> None:
+    conn = await open_writer(str(db_path), "FULL", 1000)
+    try:
+        await migrate(conn, 1.0)
+    finally:
+        await conn.close()
+    sql = f"EXPLAIN QUERY PLAN SELECT seq FROM pushes WHERE seq > 0 AND {name} = 'x' ORDER BY seq LIMIT 100"
+    details = [row["detail"] for row in rows(db_path, sql)]
+    # A seek on the index, already in seq order: no scan of the table, no sort.
+    assert details == [f"SEARCH pushes USING COVERING INDEX pushes_{name} ({name}=? AND rowid>?)"]

@@ -152,7 +152,9 @@ async def test_push_rejection_is_answered_and_kept(
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 0
     (reject,) = rows(db_path, "SELECT * FROM rejects")
     assert (reject["reason"], reject["detail"], reject["path"]) == (code, answer["detail"], "/push")
-    assert reject["body"] == body
+    # Text as text, so that sqlite3 and Datasette show it; bytes that are not UTF-8 as they came.
+    stored = (reject["body"], rows(db_path, "SELECT typeof(body) FROM rejects")[0][0])
+    assert stored == ((body, "blob") if body.startswith(b"\xff") else (body.decode(), "text"))
     assert reject["remote"] == "127.0.0.1"
     assert orjson.loads(reject["headers"])["User-Agent"] == "Airudder"
 
@@ -169,7 +171,7 @@ async def test_a_reject_that_cannot_be_kept_is_answered_503_until_it_can(
     lock.rollback()
     retried = await client.post("/push", data=b"not json")
     assert retried.status == 400
-    assert [tuple(row) for row in rows(db_path, "SELECT reason, body FROM rejects")] == [("invalid_json", b"not json")]
+    assert [tuple(row) for row in rows(db_path, "SELECT reason, body FROM rejects")] == [("invalid_json", "not json")]
 
 
 async def test_the_queue_is_bounded_by_bytes(
@@ -225,7 +227,15 @@ async def test_unknown_path_and_method_get_json_errors(make_client: ClientFactor
     missing = await client.get("/nothing-here")
     assert (missing.status, (await missing.json())["error"]) == (404, "not_found")
     wrong_method = await client.get("/push")
-    assert (wrong_method.status, (await wrong_method.json())["error"]) == (405, "method_not_allowed")
+    assert (wrong_method.status, await wrong_method.json()) == (
+        405,
+        {"error": "method_not_allowed", "detail": "GET is not allowed at this path; use POST"},
+    )
+    assert wrong_method.headers["Allow"] == "POST"
+    # Every 405 names what the path takes, as RFC 9110 requires.
+    read_only = await client.post("/api/pushes")
+    assert (read_only.status, read_only.headers["Allow"]) == (405, "GET,HEAD")
+    assert (await read_only.json())["detail"] == "POST is not allowed at this path; use GET or HEAD"
 
 
 async def test_push_token_guards_the_path(make_client: ClientFactory, db_path: Path) -> None:

@@ -14,9 +14,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
-from plumbing.settings import EXIT_SECONDS
+from plumbing.settings import EXIT_SECONDS, load
 from plumbing.systemd_notify import Notifier
 from tests.process import ROOT, console_script, run_server_to_exit, running_server
 from tests.support import SAMPLE_BYTES, free_port, post, rows
@@ -28,6 +29,8 @@ BACKUP = DEPLOY / "airudder-receiver-backup.service"
 # Every unit shipped: the receiver, its nightly backup and timer, Litestream beside it.
 UNITS = sorted(path.name for path in DEPLOY.iterdir() if path.suffix in (".service", ".timer"))
 SERVICES = [name for name in UNITS if name.endswith(".service")]
+CONFIG = DEPLOY / "config.toml"
+DEPLOYED_CONFIG = "/etc/airudder-receiver/config.toml"
 
 
 def _unit(path: Path = UNIT) -> configparser.ConfigParser:
@@ -85,9 +88,9 @@ def test_backup_units_copy_the_receivers_file_nightly_as_its_user() -> None:
     # The same dynamic user as the receiver (its default name is the unit's) and the same state folder.
     assert (backup["DynamicUser"], backup["User"]) == ("yes", UNIT.stem)
     assert receiver["StateDirectory"] in backup["StateDirectory"].split()
-    database = receiver["ExecStart"].split("--db ")[1].split()[0]
+    # The same settings file as the receiver, so the same database (its db_path).
     command = backup["ExecStart"].split()
-    assert command[1:4] == ["backup", "--db", database]
+    assert command[1:4] == ["backup", "--config", DEPLOYED_CONFIG]
     assert command[4] == f"%S/{receiver['StateDirectory']}/backups"
     assert "airudder-receiver/backups" in backup["StateDirectory"].split()
     timer = _unit(DEPLOY / "airudder-receiver-backup.timer")["Timer"]
@@ -102,10 +105,41 @@ def test_unit_declares_the_service_contract() -> None:
     assert service["DynamicUser"] == "yes"
     assert service["ProtectSystem"] == "strict"
     assert service["StateDirectory"] == "airudder-receiver"
-    assert f"%S/{service['StateDirectory']}/" in service["ExecStart"]
+    assert service["ExecStart"].split()[1:] == ["serve", "--config", DEPLOYED_CONFIG]
     assert service["EnvironmentFile"].startswith("-/etc/airudder-receiver/")
     # systemd must not kill the server while it drains: the stop timeout outlasts the exit budget.
     assert float(service["TimeoutStopSec"].removesuffix("s")) == 2 * EXIT_SECONDS
+
+
+def test_deployed_config_keeps_the_database_where_the_unit_lets_it_write() -> None:
+    service = _unit()["Service"]
+    assert DEPLOYED_CONFIG.startswith(f"/etc/{service['ConfigurationDirectory']}/")
+    settings = load(str(CONFIG))
+    assert Path(settings.db_path).parent == Path("/var/lib") / service["StateDirectory"]
+    assert settings.host == "0.0.0.0"
+
+
+def test_commands_find_the_services_database_from_its_config(tmp_path: Path) -> None:
+    # deploy/config.toml as installed, with the state directory moved under tmp_path.
+    state = tmp_path / "var-lib"
+    state.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.read_text().replace("/var/lib/airudder-receiver", str(state)), encoding="utf-8")
+    db_path = Path(load(str(config)).db_path)
+    assert db_path.parent == state
+    with running_server(tmp_path, db_path, "--config", str(config)) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        assert server.stop() == 0
+    # No --db: the command reads db_path from the file the service read, from any folder.
+    stats = subprocess.run(
+        [console_script(), "stats", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+    )
+    assert stats.returncode == 0, stats.stderr
+    assert orjson.loads(stats.stdout)["pushes"] == 1
 
 
 @pytest.fixture

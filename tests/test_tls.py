@@ -54,6 +54,7 @@ def test_https_is_served_with_the_configured_certificate(tmp_path: Path, certifi
         assert server.stop() == 0
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 2
     assert f"listening on https://127.0.0.1:{server.port}/push" in server.log()
+    assert f"inspector on https://127.0.0.1:{server.port}/\n" in server.log()
 
 
 @pytest.mark.parametrize("broken", ["missing", "key-mismatch"])

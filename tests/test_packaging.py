@@ -1,0 +1,47 @@
+"""``pip install .`` builds the package quietly, with everything the program reads at run time inside."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from plumbing.version import VERSION
+from tests.process import ROOT
+
+
+@pytest.mark.timeout(180)
+def test_the_wheel_builds_without_warnings_and_holds_the_package_data(tmp_path: Path) -> None:
+    # What `pip install .` does first, verbose so that the build backend's own output shows. Byte-compiling
+    # is left on, as on an operator's machine (this one turns it off, and setuptools says so).
+    environ = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        env=environ,
+        cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    # pip indents what the build backend prints; pip's own lines (about this machine's index) are not.
+    backend = [line for line in (built.stdout + built.stderr).splitlines() if line.startswith("  ")]
+    assert backend, "pip -v shows the build output"
+    assert [line for line in backend if "warn" in line.lower()] == []
+    (wheel,) = tmp_path.glob("airudder_receiver-*.whl")
+    assert wheel.name.startswith(f"airudder_receiver-{VERSION}-")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "server.py",
+        "commands/sample_push.json",
+        "handlers/inspector_assets/index.html",
+        "handlers/inspector_assets/inspector.css",
+        "handlers/inspector_assets/inspector.js",
+        "storage/migrations.py",
+        "plumbing/version.py",
+    } <= names
+    assert not any(name.startswith(("tests/", "bench/")) for name in names)
