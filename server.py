@@ -26,11 +26,12 @@ from handlers.routes import setup_routes
 from plumbing import event_loop, logs
 from plumbing.addresses import local_url
 from plumbing.exits import fail
-from plumbing.settings import DRAIN_SECONDS, LOG_FORMATS, ConfigError, Settings, load
+from plumbing.settings import DATABASE_URL_ENV, DRAIN_SECONDS, LOG_FORMATS, ConfigError, Settings, load
 from plumbing.systemd_notify import Notifier
 from plumbing.version import VERSION
 from storage.database import Database, DatabaseUnavailable
 from storage.migrations import SCHEMA_VERSION
+from storage.pg import masked
 
 log = logging.getLogger("airudder_receiver")
 
@@ -130,7 +131,7 @@ async def serve(settings: Settings) -> None:
             settings.host,
             settings.port,
             settings.push_path,
-            settings.db_path,
+            masked(settings.db_path),
             SCHEMA_VERSION,
             settings.ack,
             f", inspector on {local_url(scheme, settings.host, settings.port)}/" if settings.inspector else "",
@@ -153,7 +154,9 @@ async def serve(settings: Settings) -> None:
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML file (default: ./config.toml when present)")
-    parser.add_argument("--db", dest="db_path", help="SQLite file")
+    parser.add_argument(
+        "--db", dest="db_path", help=f"SQLite file, or a postgresql:// URL (better in {DATABASE_URL_ENV})"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from storage.backup import CopyDamaged
 from storage.database import DatabaseUnavailable
 from storage.filters import FilterError
 from storage.migrations import SchemaTooNew
+from storage.pg import PG_ERRORS, described, masked
 from storage.writer import STORE_ERRORS
 
 
@@ -42,5 +43,5 @@ def run_command(command: Command, args: argparse.Namespace, settings: Settings) 
         return command.run(args, settings)
     except COMMAND_ERRORS as exc:
         return fail(f"{command.NAME}: {exc}")
-    except sqlite3.Error as exc:
-        return fail(f"{command.NAME}: the database {settings.db_path} failed: {exc}")
+    except (sqlite3.Error, *PG_ERRORS) as exc:
+        return fail(f"{command.NAME}: the database {masked(settings.db_path)} failed: {described(exc)}")

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from commands.progress import on_terminal, progress
 from plumbing.settings import Settings
 from storage.database import Database
-from storage.migrations import migrate
 from storage.records import utc_text
 from storage.retention import Removed, count_old, purge
 
@@ -39,14 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _run(database: Database, cutoff: str, keep_typed: bool) -> Removed:
     await database.require_data()
-    conn = await database.connect_writer()
-    try:
-        await migrate(conn, database.lock_wait)
-        total = await count_old(conn, cutoff, keep_typed) if on_terminal() else None
+    async with database.retention_chunks() as chunks:
+        total = await count_old(chunks, cutoff, keep_typed) if on_terminal() else None
         with progress("purge", total) as shown:
-            return await purge(conn, database.lock_wait, cutoff, keep_typed, shown.advance)
-    finally:
-        await conn.close()
+            return await purge(chunks, cutoff, keep_typed, shown.advance)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiosqlite
 import orjson
 from aiohttp import web
 
@@ -14,6 +13,7 @@ from handlers.access import read_access
 from handlers.errors import ApiError
 from handlers.keys import READERS
 from storage import queries
+from storage.connection import ReadConnection
 from storage.filters import EXACT_FILTERS, TIME_FILTERS, parse_after, parse_int, parse_push_filter
 
 DEFAULT_LIMIT = 100
@@ -40,7 +40,7 @@ def query_params(request: web.Request, allowed: Collection[str]) -> dict[str, st
 
 
 @asynccontextmanager
-async def reader(request: web.Request) -> AsyncIterator[aiosqlite.Connection]:
+async def reader(request: web.Request) -> AsyncIterator[ReadConnection]:
     """A connection from the read pool (ReadersBusy when none comes free in time)."""
     async with request.app[READERS].connection() as conn:
         yield conn

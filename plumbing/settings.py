@@ -14,6 +14,8 @@ from plumbing.addresses import LOOPBACK_HOSTS, parse_networks
 
 PUSH_TOKEN_ENV = "AIRUDDER_RECEIVER_PUSH_TOKEN"
 API_TOKEN_ENV = "AIRUDDER_RECEIVER_API_TOKEN"
+# A postgresql:// URL that overrides db_path, so that its password stays out of files and the process list.
+DATABASE_URL_ENV = "AIRUDDER_RECEIVER_DATABASE_URL"
 
 ACK_MODES = ("committed", "queued")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -180,6 +182,8 @@ def load(path: str | None, overrides: dict[str, Any] | None = None, *, dev: bool
         token = os.environ.get(env)
         if token is not None:
             values[name] = token
+    if database_url := os.environ.get(DATABASE_URL_ENV):
+        values["db_path"] = database_url
     if dev:
         host = values.get("host", Settings.host)
         if host not in LOOPBACK_HOSTS:

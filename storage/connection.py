@@ -8,8 +8,12 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import aiosqlite
+
+if TYPE_CHECKING:
+    from storage.pg import PgConnection
 
 log = logging.getLogger("airudder_receiver.storage")
 
@@ -17,6 +21,11 @@ log = logging.getLogger("airudder_receiver.storage")
 # neither a task cancel nor sqlite3's interrupt() reaches it, so it is kept short and write_transaction
 # retries until its lock wait has passed: a stopping server then closes the file within this time.
 LOCK_ATTEMPT_MS = 100
+
+
+# What the read queries (storage/queries.py) run on: SQLite's own connection, or PostgreSQL's through an
+# adapter offering the same calls.
+ReadConnection: TypeAlias = "aiosqlite.Connection | PgConnection"
 
 
 class NotWal(sqlite3.DatabaseError):
@@ -85,7 +94,7 @@ async def write_transaction(conn: aiosqlite.Connection, lock_wait: float) -> Asy
 
 
 @asynccontextmanager
-async def read_snapshot(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+async def read_snapshot(conn: ReadConnection) -> AsyncIterator[None]:
     """Every statement inside sees the same commit (one read transaction)."""
     await conn.execute("BEGIN")
     try:

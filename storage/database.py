@@ -1,7 +1,9 @@
-"""The one owner of the SQLite file: opens and migrates it, runs the writer, lends read connections, closes.
+"""The one owner of the database: opens and migrates it, runs the writer, lends read connections, closes.
 
-Everything that writes goes through the writer on the single write connection; everything that reads
-borrows from the read pool or opens a read-only connection here. The server holds one Database for its
+The database is a SQLite file, or a PostgreSQL server when ``db_path`` is a ``postgresql://`` URL
+(storage/pg.py); everything else sees the same writer and the same read connections either way.
+Everything that writes goes through the writer on its own write connection; everything that reads
+borrows from the read pool or opens a read connection here. The server holds one Database for its
 whole life; the commands open one for their run.
 """
 
@@ -9,16 +11,21 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
+import asyncpg
 
 from plumbing.settings import Settings
+from storage import pg, pg_schema
 from storage.backup import Copied, Progress, copy_database
-from storage.connection import open_reader, open_writer
-from storage.migrations import SCHEMA_VERSION, migrate, schema_version, tables
+from storage.connection import ReadConnection, open_reader, open_writer
+from storage.migrations import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version, tables
 from storage.readers import ReaderPool
-from storage.writer import Writer
+from storage.retention import Chunks, SqliteChunks
+from storage.writer import Batches, SqliteBatches, Writer
 
 log = logging.getLogger("airudder_receiver.storage")
 
@@ -26,6 +33,9 @@ log = logging.getLogger("airudder_receiver.storage")
 # Litestream adds these to every file it replicates, even one the receiver has not migrated yet (a new
 # file it found first): they do not make the file another program's.
 LITESTREAM_TABLES = "_litestream_"
+
+# How long PostgreSQL migrations and a command's reads may take per statement.
+MIGRATION_SECONDS = 60.0
 
 
 class DatabaseUnavailable(Exception):
@@ -39,6 +49,9 @@ class NoDatabase(DatabaseUnavailable):
 class Database:
     def __init__(self, settings: Settings) -> None:
         self.path = settings.db_path
+        self.postgres = pg.is_postgres(self.path)
+        # What log lines and messages show: a URL without its password.
+        self.name = pg.masked(self.path)
         self._settings = settings
         # How long a write waits for another process's lock, in seconds.
         self.lock_wait = settings.busy_timeout_ms / 1000
@@ -54,8 +67,13 @@ class Database:
     @property
     def readers(self) -> ReaderPool:
         if self._readers is None:
-            self._readers = ReaderPool(self.path, self._settings.api_readers, self._settings.busy_timeout_ms)
+            self._readers = ReaderPool(self._open_pooled_reader, self._settings.api_readers)
         return self._readers
+
+    async def _open_pooled_reader(self) -> ReadConnection:
+        if self.postgres:
+            return pg.PgConnection(await pg.connect(self.path, self.lock_wait))
+        return await open_reader(self.path, self._settings.busy_timeout_ms)
 
     def require_file(self) -> None:
         """A command that only reads or tidies must not create a database where there was none."""
@@ -63,7 +81,31 @@ class Database:
             raise NoDatabase(f"there is no database at {self.path} (set --db or db_path)")
 
     def _exists(self) -> bool:
-        return Path(self.path).is_file()
+        return self.postgres or Path(self.path).is_file()
+
+    @asynccontextmanager
+    async def retention_chunks(self) -> AsyncIterator[Chunks]:
+        """A write connection of its own for storage.retention, on a schema brought up to date first."""
+        if self.postgres:
+            conn = await self._connect_postgres(MIGRATION_SECONDS)
+            try:
+                await pg_schema.migrate(conn)
+                yield pg.PgChunks(conn)
+            finally:
+                await conn.close()
+            return
+        sqlite_conn = await self.connect_writer()
+        try:
+            await migrate(sqlite_conn, self.lock_wait)
+            yield SqliteChunks(sqlite_conn, self.lock_wait)
+        finally:
+            await sqlite_conn.close()
+
+    async def _connect_postgres(self, command_timeout: float) -> asyncpg.Connection:
+        try:
+            return await pg.connect(self.path, command_timeout)
+        except pg.PG_ERRORS as exc:
+            raise DatabaseUnavailable(f"cannot reach the database {self.name}: {pg.described(exc)}") from None
 
     async def connect_writer(self) -> aiosqlite.Connection:
         s = self._settings
@@ -74,39 +116,55 @@ class Database:
 
         A missing or empty file becomes a new database; another program's file is refused untouched."""
         s = self._settings
+        batches, applied = await (self._postgres_batches() if self.postgres else self._sqlite_batches())
+        if applied:
+            log.info("database %s migrated: %s", self.name, ", ".join(applied))
+        self._writer = Writer(batches, queue_max=s.queue_max, queue_max_bytes=s.queue_max_bytes, max_batch=s.max_batch)
+        self._writer.start()
+        return applied
+
+    async def _sqlite_batches(self) -> tuple[Batches, list[str]]:
         if self._exists():
-            conn = await open_reader(self.path, s.busy_timeout_ms)
+            conn = await open_reader(self.path, self._settings.busy_timeout_ms)
             try:
                 await self._schema_version(conn)
             finally:
                 await conn.close()
         try:
-            conn = await self.connect_writer()
+            writer_conn = await self.connect_writer()
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(f"cannot open the database {self.path}: {exc}") from exc
         try:
-            applied = await migrate(conn, self.lock_wait)
+            applied = await migrate(writer_conn, self.lock_wait)
         except (sqlite3.Error, RuntimeError) as exc:
-            await conn.close()
+            await writer_conn.close()
             raise DatabaseUnavailable(f"cannot prepare the database {self.path}: {exc}") from exc
-        if applied:
-            log.info("database %s migrated: %s", self.path, ", ".join(applied))
-        self._writer = Writer(
-            conn,
-            queue_max=s.queue_max,
-            queue_max_bytes=s.queue_max_bytes,
-            max_batch=s.max_batch,
-            lock_wait=self.lock_wait,
-            reopen=self.connect_writer,
-        )
-        self._writer.start()
-        return applied
+        return SqliteBatches(writer_conn, lock_wait=self.lock_wait, reopen=self.connect_writer), applied
 
-    async def open_reader(self, chunk_rows: int = 64) -> aiosqlite.Connection:
-        """A read-only connection of the caller's own, for a command's long read (the pool is for /api).
+    async def _postgres_batches(self) -> tuple[Batches, list[str]]:
+        """Migrations on a connection of their own, which may wait for another receiver's; the writer opens
+        its connection on its first batch."""
+        conn = await self._connect_postgres(MIGRATION_SECONDS)
+        try:
+            applied = await pg_schema.migrate(conn)
+        except SchemaTooNew as exc:
+            raise DatabaseUnavailable(f"cannot use the database {self.name}: {exc}") from None
+        except pg.PG_ERRORS as exc:
+            raise DatabaseUnavailable(f"cannot prepare the database {self.name}: {pg.described(exc)}") from None
+        finally:
+            await conn.close()
+        return pg.PgBatches(self.path, command_timeout=self.lock_wait), applied
 
-        The file must exist and hold this program's schema, at a version it knows: a file that is not
+    async def open_reader(self, chunk_rows: int = 64) -> ReadConnection:
+        """A read connection of the caller's own, for a command's long read (the pool is for /api).
+
+        The database must exist and hold this program's schema, at a version it knows: a file that is not
         SQLite, an empty one and another program's database are each refused in one sentence."""
+        if self.postgres:
+            return await self._open_postgres_reader(chunk_rows)
+        return await self._open_sqlite_reader(chunk_rows)
+
+    async def _open_sqlite_reader(self, chunk_rows: int = 64) -> aiosqlite.Connection:
         self.require_file()
         conn = await open_reader(self.path, self._settings.busy_timeout_ms, chunk_rows)
         try:
@@ -145,11 +203,25 @@ class Database:
 
     async def backup(self, target_path: str, progress: Progress) -> Copied:
         """A consistent copy of the file, taken while the server may be writing, into the new ``target_path``."""
-        conn = await self.open_reader()
+        conn = await self._open_sqlite_reader()
         try:
             return await copy_database(conn, target_path, progress)
         finally:
             await conn.close()
+
+    async def _open_postgres_reader(self, chunk_rows: int) -> ReadConnection:
+        conn = await self._connect_postgres(MIGRATION_SECONDS)
+        try:
+            version = await pg_schema.schema_version(conn)
+        except pg.PG_ERRORS as exc:
+            await conn.close()
+            raise DatabaseUnavailable(f"cannot read the database {self.name}: {pg.described(exc)}") from None
+        if not 0 < version <= len(pg_schema.PG_MIGRATIONS):
+            await conn.close()
+            if version == 0:
+                raise DatabaseUnavailable(f"{self.name} holds no receiver data (its schema was never created)")
+            raise DatabaseUnavailable(f"{self.name} has schema version {version}, newer than this program knows")
+        return pg.PgConnection(conn, chunk_rows)
 
     async def close(self, drain_seconds: float) -> bool:
         """Drain and close the writer (then its connection), then the read pool; whether everything queued

@@ -113,56 +113,62 @@ def _same(*names: str) -> tuple[tuple[str, str], ...]:
     return tuple((name, name) for name in names)
 
 
+# The views over arrays in a body, shared with storage/pg_schema.py: (view, the array under "call", the
+# name of the position column, (column, field) for each field of the array's objects).
+CALL_VIEW_FIELDS: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "call_transcripts",
+        "asr_result",
+        "turn",
+        (("time", "time"), ("robot_text", "robottext"), ("person_text", "text")),
+    ),
+    (
+        "call_answers",
+        "question_answer",
+        "position",
+        _same(
+            "question_name",
+            "question_content",
+            "question_type",
+            "answer",
+            "answer_text",
+            "answer_text_slot",
+            "var",
+            "status",
+            "verification_results",
+            "whether_answer",
+        ),
+    ),
+    (
+        "call_redials",
+        "redial_call",
+        "position",
+        (
+            ("redial_call_id", "call_id"),
+            *_same(
+                "call_start_time",
+                "ring_type",
+                "ring_time",
+                "hangup_type",
+                "result_label",
+                "callee_number",
+                "caller_number",
+            ),
+        ),
+    ),
+)
+
 CALL_VIEWS = Migration(
     "0003_call_views",
     (
         "CREATE INDEX pushes_call_id ON pushes (call_id)",
-        _array_view(
-            "call_transcripts",
-            "$.call.asr_result",
-            "turn",
-            (("time", "time"), ("robot_text", "robottext"), ("person_text", "text")),
-        ),
+        *(_array_view(view, f"$.call.{key}", position, fields) for view, key, position, fields in CALL_VIEW_FIELDS),
         f"""
         CREATE VIEW call_labels AS
         SELECT p.seq, p.workflow_id, p.node_id, p.call_id, e.key AS label, e.value AS value
         FROM pushes AS p, json_each({_BODY}, '$.call.multi_label') AS e
         WHERE json_type({_BODY}, '$.call.multi_label') = 'object'
         """,
-        _array_view(
-            "call_answers",
-            "$.call.question_answer",
-            "position",
-            _same(
-                "question_name",
-                "question_content",
-                "question_type",
-                "answer",
-                "answer_text",
-                "answer_text_slot",
-                "var",
-                "status",
-                "verification_results",
-                "whether_answer",
-            ),
-        ),
-        _array_view(
-            "call_redials",
-            "$.call.redial_call",
-            "position",
-            (
-                ("redial_call_id", "call_id"),
-                *_same(
-                    "call_start_time",
-                    "ring_type",
-                    "ring_time",
-                    "hangup_type",
-                    "result_label",
-                    "callee_number",
-                    "caller_number",
-                ),
-            ),
-        ),
     ),
 )
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiosqlite
 import orjson
 
-from storage.connection import read_snapshot
+from storage.connection import ReadConnection, read_snapshot
 from storage.filters import PushFilter
 
 # The typed columns of a push, in the order pages, CSV and the docs show them.
@@ -79,7 +78,7 @@ def push_row(row: Any) -> dict[str, Any]:
 
 
 async def iter_pushes(
-    conn: aiosqlite.Connection, push_filter: PushFilter, *, limit: int | None = None, with_body: bool = False
+    conn: ReadConnection, push_filter: PushFilter, *, limit: int | None = None, with_body: bool = False
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Matching pushes in seq order (or newest first), one at a time (memory stays flat however many match)."""
     where, params = _where(push_filter)
@@ -93,20 +92,18 @@ async def iter_pushes(
             yield push_row(row)
 
 
-async def count_pushes(conn: aiosqlite.Connection, push_filter: PushFilter) -> int:
+async def count_pushes(conn: ReadConnection, push_filter: PushFilter) -> int:
     """How many pushes ``iter_pushes`` would yield (without a limit)."""
     where, params = _where(push_filter)
     ((count,),) = await conn.execute_fetchall(f"SELECT count(*) FROM pushes WHERE {where}", params)
     return int(count)
 
 
-async def page_pushes(conn: aiosqlite.Connection, push_filter: PushFilter, limit: int) -> list[dict[str, Any]]:
+async def page_pushes(conn: ReadConnection, push_filter: PushFilter, limit: int) -> list[dict[str, Any]]:
     return [item async for item in iter_pushes(conn, push_filter, limit=limit)]
 
 
-async def push_detail(
-    conn: aiosqlite.Connection, workflow_id: str, node_id: str, call_id: str
-) -> dict[str, Any] | None:
+async def push_detail(conn: ReadConnection, workflow_id: str, node_id: str, call_id: str) -> dict[str, Any] | None:
     """One call: typed columns, the body as received (null once purged), and any differing versions."""
     async with read_snapshot(conn):  # the push and its versions from the same commit
         async with conn.execute(
@@ -124,7 +121,7 @@ async def push_detail(
     return push
 
 
-async def stats(conn: aiosqlite.Connection) -> dict[str, Any]:
+async def stats(conn: ReadConnection) -> dict[str, Any]:
     """Totals and counts by workflow, node, intention and reject reason, from one snapshot."""
     async with read_snapshot(conn):
         (totals,) = await conn.execute_fetchall(
@@ -175,9 +172,7 @@ REJECT_COLUMNS = (
 )
 
 
-async def page_rejects(
-    conn: aiosqlite.Connection, after: int, limit: int, reason: str | None = None
-) -> list[dict[str, Any]]:
+async def page_rejects(conn: ReadConnection, after: int, limit: int, reason: str | None = None) -> list[dict[str, Any]]:
     """Rejects after ``after`` in id order; the body is given as text (bytes that are not UTF-8 replaced)."""
     sql = f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE id > ?"
     params: list[Any] = [after]
@@ -206,7 +201,7 @@ def raw_body(stored: str | bytes) -> bytes:
 _PENDING_REJECTS = "FROM rejects WHERE id > ? AND reprocessed_at IS NULL AND body IS NOT NULL"
 
 
-async def pending_rejects(conn: aiosqlite.Connection, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+async def pending_rejects(conn: ReadConnection, after: int, limit: int) -> list[tuple[int, str, bytes]]:
     """Rejects after id ``after`` that still have a body and were not taken in yet: (id, received_at, body)."""
     rows = await conn.execute_fetchall(
         f"SELECT id, received_at, body {_PENDING_REJECTS} ORDER BY id LIMIT ?",
@@ -215,7 +210,7 @@ async def pending_rejects(conn: aiosqlite.Connection, after: int, limit: int) ->
     return [(row[0], row[1], raw_body(row[2])) for row in rows]
 
 
-async def count_pending_rejects(conn: aiosqlite.Connection) -> int:
+async def count_pending_rejects(conn: ReadConnection) -> int:
     """How many rejects ``pending_rejects`` would yield from the start."""
     ((count,),) = await conn.execute_fetchall(f"SELECT count(*) {_PENDING_REJECTS}", (0,))
     return int(count)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import aiosqlite
-
-from storage.connection import open_reader
+from storage.connection import ReadConnection
 
 # How long a request waits for a free connection before it is refused (the client may try again).
 SLOT_WAIT_SECONDS = 5.0
@@ -21,24 +19,24 @@ class ReadersBusy(Exception):
 class ReaderPool:
     """Up to ``size`` read-only connections, opened on first use and kept for the next request.
 
-    Each aiosqlite connection runs its queries on its own thread, so ``size`` is also how many reads
-    run at once; further requests wait for a free connection. Opening a connection per request costs a
-    thread start and a file open each time, which a pool avoids.
+    ``size`` is also how many reads run at once (each aiosqlite connection runs its queries on its own
+    thread; each PostgreSQL connection is one server process); further requests wait for a free
+    connection. Opening a connection per request costs a thread start and a file open (or a login)
+    each time, which a pool avoids. ``open`` makes a new connection.
     """
 
-    def __init__(self, path: str, size: int, busy_timeout_ms: int) -> None:
-        self._path = path
-        self._busy_timeout_ms = busy_timeout_ms
+    def __init__(self, open: Callable[[], Awaitable[ReadConnection]], size: int) -> None:
+        self._open = open
         self._slots = asyncio.Semaphore(size)
         self._slot_wait = SLOT_WAIT_SECONDS
-        self._idle: list[aiosqlite.Connection] = []
+        self._idle: list[ReadConnection] = []
         self._closed = False
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def connection(self) -> AsyncIterator[ReadConnection]:
         """Borrow a connection; one that saw an error is closed instead of being reused."""
         async with self._slot():
-            conn = self._idle.pop() if self._idle else await open_reader(self._path, self._busy_timeout_ms)
+            conn = self._idle.pop() if self._idle else await self._open()
             try:
                 yield conn
             except BaseException:

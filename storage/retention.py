@@ -1,13 +1,16 @@
 """Retention: delete rows received before a cut-off, or drop only their raw bodies.
 
 Safe while the server runs: every step is a short write transaction of at most ``CHUNK_ROWS`` rows, so
-the server's writer waits at most a few milliseconds (well inside its lock wait) between steps.
+the server's writer waits at most a few milliseconds (well inside its lock wait) between steps. The
+steps are the same on both databases; ``Chunks`` is what differs (SQLite here, PostgreSQL in storage/pg.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -21,22 +24,51 @@ CHUNK_ROWS = 500
 # and a reader following the seq cursor would then miss the new row. See storage/queries.py.
 _OLD_PUSHES = """
 SELECT first_received_at, seq FROM pushes
-WHERE first_received_at < :cutoff AND (first_received_at, seq) > (:at, :id) AND seq < (SELECT max(seq) FROM pushes)
+WHERE first_received_at < ? AND (first_received_at, seq) > (?, ?) AND seq < (SELECT max(seq) FROM pushes)
 """
 _OLD_BODIES = """
 SELECT first_received_at, seq FROM pushes
-WHERE first_received_at < :cutoff AND (first_received_at, seq) > (:at, :id)
+WHERE first_received_at < ? AND (first_received_at, seq) > (?, ?)
 AND (body IS NOT NULL OR EXISTS (SELECT 1 FROM push_versions WHERE push_seq = seq))
 """
 _OLD_REJECTS = """
 SELECT received_at, id FROM rejects
-WHERE received_at < :cutoff AND (received_at, id) > (:at, :id) AND id < (SELECT max(id) FROM rejects)
+WHERE received_at < ? AND (received_at, id) > (?, ?) AND id < (SELECT max(id) FROM rejects)
 """
 _OLD_REJECT_BODIES = """
 SELECT received_at, id FROM rejects
-WHERE received_at < :cutoff AND (received_at, id) > (:at, :id) AND body IS NOT NULL
+WHERE received_at < ? AND (received_at, id) > (?, ?) AND body IS NOT NULL
 """
 _DELETE_VERSIONS = "DELETE FROM push_versions WHERE push_seq IN ({ids})"
+
+
+class Chunks(Protocol):
+    """One database's way to run a chunk: a write transaction, a select of (time, id) rows, and a change to
+    the rows whose ids are given (``{ids}`` in the statement), answering how many rows it changed."""
+
+    def transaction(self) -> AbstractAsyncContextManager[None]: ...
+
+    async def select(self, sql: str, cutoff: str, at: str, after_id: int) -> Sequence[Sequence[Any]]: ...
+
+    async def change(self, statement: str, ids: list[int]) -> int: ...
+
+
+class SqliteChunks:
+    def __init__(self, conn: aiosqlite.Connection, lock_wait: float) -> None:
+        self._conn = conn
+        self._lock_wait = lock_wait
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        async with write_transaction(self._conn, self._lock_wait):
+            yield
+
+    async def select(self, sql: str, cutoff: str, at: str, after_id: int) -> Sequence[Sequence[Any]]:
+        return list(await self._conn.execute_fetchall(sql, (cutoff, at, after_id)))
+
+    async def change(self, statement: str, ids: list[int]) -> int:
+        cursor = await self._conn.execute(statement.format(ids=",".join("?" * len(ids))), ids)
+        return cursor.rowcount
 
 
 @dataclass
@@ -56,14 +88,7 @@ def _ignore(rows: int) -> None:
     pass
 
 
-async def _chunks(
-    conn: aiosqlite.Connection,
-    lock_wait: float,
-    select: str,
-    cutoff: str,
-    statements: tuple[str, ...],
-    advance: Advance,
-) -> list[int]:
+async def _chunks(chunks: Chunks, select: str, cutoff: str, statements: tuple[str, ...], advance: Advance) -> list[int]:
     """Run ``statements`` (each with ``{ids}``) on chunks of the ids ``select`` finds, one short transaction each.
 
     ``select`` yields (received time, id) in that order. Returns the rows changed per statement, summed.
@@ -71,19 +96,13 @@ async def _chunks(
     totals = [0] * len(statements)
     cursor_at: tuple[str, int] = ("", 0)
     while True:
-        async with write_transaction(conn, lock_wait):
-            found = list(
-                await conn.execute_fetchall(
-                    f"{select} ORDER BY 1, 2 LIMIT {CHUNK_ROWS}",
-                    {"cutoff": cutoff, "at": cursor_at[0], "id": cursor_at[1]},
-                )
-            )
+        async with chunks.transaction():
+            found = await chunks.select(f"{select} ORDER BY 1, 2 LIMIT {CHUNK_ROWS}", cutoff, *cursor_at)
             ids = [row[1] for row in found]
             if ids:
                 cursor_at = (found[-1][0], found[-1][1])
                 for n, statement in enumerate(statements):
-                    cursor = await conn.execute(statement.format(ids=",".join("?" * len(ids))), ids)
-                    totals[n] += cursor.rowcount
+                    totals[n] += await chunks.change(statement, ids)
         advance(len(ids))
         if len(ids) < CHUNK_ROWS:
             return totals
@@ -93,40 +112,35 @@ def _selects(keep_typed: bool) -> tuple[str, str]:
     return (_OLD_BODIES, _OLD_REJECT_BODIES) if keep_typed else (_OLD_PUSHES, _OLD_REJECTS)
 
 
-async def count_old(conn: aiosqlite.Connection, cutoff: str, keep_typed: bool) -> int:
+async def count_old(chunks: Chunks, cutoff: str, keep_typed: bool) -> int:
     """How many pushes and rejects ``purge`` would go through, counted with its own selects."""
     total = 0
     for select in _selects(keep_typed):
-        ((count,),) = await conn.execute_fetchall(
-            f"SELECT count(*) FROM ({select})", {"cutoff": cutoff, "at": "", "id": 0}
-        )
+        ((count, _),) = await chunks.select(f"SELECT count(*), 0 FROM ({select}) AS old", cutoff, "", 0)
         total += int(count)
     return total
 
 
-async def purge(
-    conn: aiosqlite.Connection, lock_wait: float, cutoff: str, keep_typed: bool, advance: Advance = _ignore
-) -> Removed:
+async def purge(chunks: Chunks, cutoff: str, keep_typed: bool, advance: Advance = _ignore) -> Removed:
     """Rows received before ``cutoff`` (stored time text) deleted, or with ``keep_typed`` only their bodies."""
     removed = Removed()
     pushes, rejects = _selects(keep_typed)
     if keep_typed:
         removed.versions, removed.bodies = await _chunks(
-            conn,
-            lock_wait,
+            chunks,
             pushes,
             cutoff,
             (_DELETE_VERSIONS, "UPDATE pushes SET body = NULL WHERE seq IN ({ids}) AND body IS NOT NULL"),
             advance,
         )
         (removed.reject_bodies,) = await _chunks(
-            conn, lock_wait, rejects, cutoff, ("UPDATE rejects SET body = NULL WHERE id IN ({ids})",), advance
+            chunks, rejects, cutoff, ("UPDATE rejects SET body = NULL WHERE id IN ({ids})",), advance
         )
     else:
         removed.versions, removed.pushes = await _chunks(
-            conn, lock_wait, pushes, cutoff, (_DELETE_VERSIONS, "DELETE FROM pushes WHERE seq IN ({ids})"), advance
+            chunks, pushes, cutoff, (_DELETE_VERSIONS, "DELETE FROM pushes WHERE seq IN ({ids})"), advance
         )
         (removed.rejects,) = await _chunks(
-            conn, lock_wait, rejects, cutoff, ("DELETE FROM rejects WHERE id IN ({ids})",), advance
+            chunks, rejects, cutoff, ("DELETE FROM rejects WHERE id IN ({ids})",), advance
         )
     return removed

@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiosqlite
 
@@ -105,6 +106,17 @@ CommitListener = Callable[[Sequence[Record], Sequence[Outcome], float], None]
 Opener = Callable[[], Awaitable[aiosqlite.Connection]]
 
 
+class Batches(Protocol):
+    """The one step that differs per database: write a batch in one transaction, after a failure make
+    sure the next batch has a working connection, and close."""
+
+    async def write(self, records: Sequence[Record]) -> list[Outcome]: ...
+
+    async def recover(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass
 class WriterStats:
     batches: int = 0
@@ -115,17 +127,13 @@ class WriterStats:
 class Writer:
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        batches: Batches,
         *,
         queue_max: int,
         max_batch: int,
         queue_max_bytes: float = math.inf,
-        lock_wait: float = 0.0,
-        reopen: Opener | None = None,
     ) -> None:
-        self._conn = conn
-        self._lock_wait = lock_wait
-        self._reopen = reopen
+        self._batches = batches
         self._queue_max = queue_max
         self._queue_max_bytes = queue_max_bytes
         self._queued_bytes = 0
@@ -218,7 +226,7 @@ class Writer:
         if self.depth:
             drained = False
         self._fail_leftovers()
-        await self._conn.close()
+        await self._batches.close()
         return drained
 
     def _fail_leftovers(self) -> None:
@@ -257,7 +265,7 @@ class Writer:
         started = time.perf_counter()
         records = [item.record for item in batch]
         try:
-            outcomes = await self._write(records)
+            outcomes = await self._batches.write(records)
         except asyncio.CancelledError:
             # Cancelled mid-write (only when a drain overruns): none of these may be acknowledged.
             self._fail(batch, WriteFailed("the writer was stopped before the batch committed"))
@@ -266,7 +274,7 @@ class Writer:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.error("batch of %d failed and was rolled back: %s", len(batch), self.stats.last_error)
             self._fail(batch, WriteFailed(self.stats.last_error))
-            await self._replace_broken_connection()
+            await self._batches.recover()
             return
         self.stats.batches += 1
         self.stats.last_commit_seconds = time.perf_counter() - started
@@ -280,22 +288,6 @@ class Writer:
             except Exception:  # a broken observer must not stop the writer
                 log.exception("commit listener %r failed", listener)
 
-    async def _replace_broken_connection(self) -> None:
-        """After a failed batch: keep the connection if it still answers, else open a new one."""
-        if self._reopen is None or await _answers(self._conn):
-            return
-        log.error("the database connection is broken; opening a new one")
-        try:
-            conn = await self._reopen()
-        except (OSError, sqlite3.Error) as exc:
-            log.error("could not reopen the database (the next failed batch tries again): %s", exc)
-            return
-        broken, self._conn = self._conn, conn
-        try:
-            await broken.close()
-        except (ValueError, sqlite3.Error) as exc:
-            log.warning("closing the broken connection failed: %s", exc)
-
     @staticmethod
     def _fail(batch: Sequence[_Item], exc: Exception) -> None:
         for item in batch:
@@ -304,7 +296,16 @@ class Writer:
             elif item.future is None and isinstance(item.record, PushRecord):
                 log.error("queued push %s was acknowledged but not stored", "/".join(item.record.key))
 
-    async def _write(self, records: Sequence[Record]) -> list[Outcome]:
+
+class SqliteBatches:
+    """Batches written to SQLite on the single write connection, reopened when a failure broke it."""
+
+    def __init__(self, conn: aiosqlite.Connection, *, lock_wait: float = 0.0, reopen: Opener | None = None) -> None:
+        self._conn = conn
+        self._lock_wait = lock_wait
+        self._reopen = reopen
+
+    async def write(self, records: Sequence[Record]) -> list[Outcome]:
         conn = self._conn
         pushes = [_push_of(r) for r in records if isinstance(r, PushRecord | ReprocessedReject)]
         rejects = [r for r in records if isinstance(r, RejectRecord)]
@@ -336,6 +337,25 @@ class Writer:
                 await conn.execute(_RECORD_PROBE, (probes[-1].received_at,))
         outcomes = iter(push_outcomes)
         return [next(outcomes) if isinstance(r, PushRecord | ReprocessedReject) else Outcome.STORED for r in records]
+
+    async def recover(self) -> None:
+        """After a failed batch: keep the connection if it still answers, else open a new one."""
+        if self._reopen is None or await _answers(self._conn):
+            return
+        log.error("the database connection is broken; opening a new one")
+        try:
+            conn = await self._reopen()
+        except (OSError, sqlite3.Error) as exc:
+            log.error("could not reopen the database (the next failed batch tries again): %s", exc)
+            return
+        broken, self._conn = self._conn, conn
+        try:
+            await broken.close()
+        except (ValueError, sqlite3.Error) as exc:
+            log.warning("closing the broken connection failed: %s", exc)
+
+    async def close(self) -> None:
+        await self._conn.close()
 
 
 def _expire(future: asyncio.Future[Outcome], seconds: float) -> None:

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from plumbing.settings import Settings
 from server import create_app
+from storage.pg import is_postgres
 from tests.support import ClientFactory, seen_from
 
 
@@ -23,7 +24,33 @@ def away_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
+def backend(request: pytest.FixtureRequest) -> str:
+    """sqlite unless the test is marked with ``tests.support.both_backends``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """One throwaway PostgreSQL cluster for the whole run, removed at the end (tests/pg_cluster.py)."""
+    from tests.pg_cluster import PgCluster, server_binaries
+
+    bin_dir = server_binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; make test installs it)")
+    cluster = PgCluster(bin_dir)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Any:
+    """A SQLite file's path, or under the postgresql backend the URL of a fresh database (with its password)."""
+    if backend == "postgresql":
+        return request.getfixturevalue("pg_cluster").new_database()
     return tmp_path / "pushes.sqlite3"
 
 
@@ -47,17 +74,23 @@ def make_client(aiohttp_client: Any, settings: Settings) -> ClientFactory:
 
 
 @pytest.fixture
-def hold_lock(db_path: Path) -> Iterator[Callable[[], sqlite3.Connection]]:
-    """Another process-like connection that takes the write lock until the test releases it."""
-    held: list[sqlite3.Connection] = []
+def hold_lock(db_path: Any) -> Iterator[Callable[[], Any]]:
+    """Another process-like connection that takes the write lock until the test releases it (``rollback()``)."""
+    held: list[Any] = []
 
-    def take() -> sqlite3.Connection:
+    def take() -> Any:
+        if is_postgres(str(db_path)):
+            from tests.pg_cluster import HeldFeedLock
+
+            held.append(HeldFeedLock(str(db_path)))
+            return held[-1]
         conn = sqlite3.connect(db_path, isolation_level=None, timeout=5)
         conn.execute("BEGIN EXCLUSIVE")
         held.append(conn)
         return conn
 
     yield take
-    for conn in held:
-        conn.rollback()
-        conn.close()
+    for lock in held:
+        lock.rollback()
+        if isinstance(lock, sqlite3.Connection):
+            lock.close()

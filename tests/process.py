@@ -101,7 +101,7 @@ def run_server_to_exit(
 @contextmanager
 def running_server(
     workdir: Path,
-    db_path: Path,
+    db_path: Path | str,
     *extra_args: str,
     env: dict[str, str] | None = None,
     command: Sequence[str] = (sys.executable, str(ROOT / "server.py")),

@@ -16,8 +16,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
@@ -26,8 +27,10 @@ from aiohttp.typedefs import Handler, Middleware
 
 from commands.send_sample import vendor_sample
 from handlers.payload import decode, to_record
+from storage import pg_schema
 from storage.connection import open_writer
 from storage.migrations import migrate
+from storage.pg import is_postgres
 from storage.records import PushRecord, utc_now
 
 SAMPLE_BYTES = vendor_sample()
@@ -52,6 +55,13 @@ TYPED = {
 
 # An api_token for tests that guard the read routes.
 TOKEN = "read-0123456789abcdef"
+
+# On a test (or as a module's pytestmark): run it once per backend, each on a fresh database (the backend and
+# db_path fixtures in conftest.py).
+BACKENDS = ("sqlite", "postgresql")
+both_backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+
+PathOrUrl = TypeVar("PathOrUrl", Path, str)
 
 # The make_client fixture: starts the real app; keyword arguments change the settings.
 ClientFactory = Callable[..., Any]
@@ -90,18 +100,43 @@ def sqlite_file(path: str | Path, **options: Any) -> Iterator[sqlite3.Connection
         yield conn
 
 
-def rows(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+def rows(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """The rows of ``sql`` (with ``?`` placeholders) from the file, or from PostgreSQL when ``db_path`` is a URL.
+
+    Rows are ``sqlite3.Row`` or ``asyncpg.Record``: both answer ``row[0]``, ``row["name"]`` and ``dict(row)``.
+    """
+    if is_postgres(str(db_path)):
+        from tests.pg_cluster import run_sync
+
+        return run_sync(str(db_path), sql, params)
     with sqlite_file(db_path) as conn:
         conn.row_factory = sqlite3.Row
         return conn.execute(sql, params).fetchall()
 
 
-def stored_call_ids(db_path: Path) -> set[str]:
+def execute(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Change the database behind the receiver's back, committed, the way an operator's shell would."""
+    if is_postgres(str(db_path)):
+        rows(db_path, sql, params)
+        return
+    with sqlite_file(db_path) as conn:
+        conn.execute(sql, params)
+
+
+def stored_call_ids(db_path: Path | str) -> set[str]:
     return {row[0] for row in rows(db_path, "SELECT call_id FROM pushes")}
 
 
 async def create_schema(path: str | Path, synchronous: str = "NORMAL") -> None:
-    """Open the file the way the receiver does (WAL, ``synchronous``) and apply its migrations."""
+    """Open the file the way the receiver does (WAL, ``synchronous``) and apply its migrations; or on a
+    PostgreSQL URL, apply that schema's."""
+    if is_postgres(str(path)):
+        pg_conn = await asyncpg.connect(str(path), timeout=10)
+        try:
+            await pg_schema.migrate(pg_conn)
+        finally:
+            await pg_conn.close()
+        return
     conn = await open_writer(str(path), synchronous, busy_timeout_ms=3000)
     try:
         await migrate(conn, 1.0)
@@ -109,8 +144,8 @@ async def create_schema(path: str | Path, synchronous: str = "NORMAL") -> None:
         await conn.close()
 
 
-def migrated(path: Path) -> Path:
-    """``path``, made a receiver database with no rows."""
+def migrated(path: PathOrUrl) -> PathOrUrl:
+    """``path`` (or a PostgreSQL URL), made a receiver database with no rows."""
     asyncio.run(create_schema(path))
     return path
 

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from storage.queries import PUSH_COLUMNS
-from tests.support import TYPED, ClientFactory, get_json, post_push, sample, sqlite_file
+from tests.support import TYPED, ClientFactory, both_backends, execute, get_json, post_push, sample
+
+pytestmark = both_backends
 
 
 async def test_sample_comes_back_as_typed_columns(make_client: ClientFactory) -> None:
@@ -64,9 +66,8 @@ async def test_since_and_until_bound_the_received_time(make_client: ClientFactor
     client = await make_client()
     for n in range(4):
         await post_push(client, sample(call_id=f"d{n}"))
-    with sqlite_file(db_path) as conn:
-        for n, day in enumerate(("2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23")):
-            conn.execute("UPDATE pushes SET first_received_at = ? WHERE call_id = ?", (f"{day}T23:30:00.000Z", f"d{n}"))
+    for n, day in enumerate(("2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23")):
+        execute(db_path, "UPDATE pushes SET first_received_at = ? WHERE call_id = ?", (f"{day}T23:30:00.000Z", f"d{n}"))
 
     async def call_ids(**params: Any) -> list[str]:
         return [item["call_id"] for item in (await get_json(client, "/api/pushes", **params))["items"]]

@@ -19,11 +19,12 @@ from server import create_app
 from storage import readers
 from storage.filters import parse_time
 from storage.queries import PUSH_COLUMNS
-from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, get_json, post_push, rows, sample
+from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, both_backends, get_json, post_push, rows, sample
 
 KEY = "/".join((sample()["workflow_id"], sample()["node_id"], sample()["call"]["call_id"]))
 
 
+@both_backends
 async def test_one_push_has_body_metadata_and_versions(make_client: ClientFactory) -> None:
     client = await make_client()
     assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
@@ -38,12 +39,14 @@ async def test_one_push_has_body_metadata_and_versions(make_client: ClientFactor
     assert version["received_at"] >= push["first_received_at"]
 
 
+@both_backends
 async def test_an_unknown_push_is_404(make_client: ClientFactory) -> None:
     client = await make_client()
     body = await get_json(client, "/api/pushes/w/n/none", status=404)
     assert body["error"] == "not_found"
 
 
+@both_backends
 async def test_stats_count_pushes_duplicates_and_rejects(make_client: ClientFactory) -> None:
     client = await make_client()
     empty = await get_json(client, "/api/stats")
@@ -73,6 +76,7 @@ async def test_stats_count_pushes_duplicates_and_rejects(make_client: ClientFact
     assert stats["last_push_at"] >= stats["first_push_at"]
 
 
+@both_backends
 async def test_rejects_page_with_the_same_cursor(make_client: ClientFactory) -> None:
     client = await make_client()
     bodies = [b"nope", b"[1]", b"\xff\xfe", b'{"workflow_id": ""}', b'{"a": "\x00"}']
@@ -152,6 +156,7 @@ async def test_addresses_without_parameters_refuse_them(make_client: ClientFacto
         assert body == {"error": "invalid_parameter", "detail": "unknown parameter 'after'; this address takes none"}
 
 
+@both_backends
 async def test_a_read_that_waits_too_long_for_a_connection_is_503(
     make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -70,6 +70,19 @@ def test_backup_copies_every_table_and_says_so_in_one_line(
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+def test_backup_of_a_postgresql_url_points_to_pg_dump_without_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql://receiver:s3cret@127.0.0.1:5432/pushes"
+    code, out, err = backup(capsys, "--db", url, str(tmp_path / "copy.sqlite3"))
+    assert (code, out) == (2, "")
+    (line,) = err.splitlines()
+    assert "use pg_dump" in line
+    assert "postgresql://receiver:***@127.0.0.1:5432/pushes" in line
+    assert "s3cret" not in line
+    assert not list(tmp_path.iterdir())
+
+
 def test_backup_refuses_an_existing_file_unless_forced(
     filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,7 +19,7 @@ from handlers.keys import EVENTS
 from plumbing.settings import Settings
 from storage.records import Outcome
 from tests.process import running_server
-from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, record
+from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, both_backends, record
 
 
 async def next_event(response: ClientResponse) -> tuple[str, object]:
@@ -36,6 +36,7 @@ async def next_event(response: ClientResponse) -> tuple[str, object]:
                 return name, orjson.loads(data)
 
 
+@both_backends
 async def test_stream_tells_new_and_duplicate_pushes(make_client: ClientFactory) -> None:
     client = await make_client()
     stream = await client.get("/api/events")

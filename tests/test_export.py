@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,7 +16,7 @@ from server import main
 from storage.queries import PUSH_COLUMNS
 from tests.bulk import add_pushes
 from tests.process import ROOT
-from tests.support import migrated
+from tests.support import both_backends, migrated
 
 # server.main() must not pick up the checkout's ./config.toml.
 pytestmark = pytest.mark.usefixtures("away_from_config")
@@ -80,8 +81,9 @@ def test_export_streams_100k_rows_in_flat_memory(tmp_path: Path) -> None:
         assert sum(1 for _ in reader) == 100_000
 
 
-def test_export_filters_and_cursor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = migrated(tmp_path / "db.sqlite3")
+@both_backends
+def test_export_filters_and_cursor(tmp_path: Path, db_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(db_path)
     add_pushes(db, 12, received_at="2026-11-20T10:00:00.000Z")
     add_pushes(db, 6, received_at="2026-11-23T10:00:00.000Z", prefix="late")
     out = tmp_path / "out.jsonl"
@@ -94,13 +96,17 @@ def test_export_filters_and_cursor(tmp_path: Path, capsys: pytest.CaptureFixture
     assert lines[1].split(",")[3] == "late1"
     assert main(["export", "--db", str(db), "--since", "last week"]) == 2
     assert "since must be an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_export_of_a_missing_file_creates_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", "--db", str(tmp_path / "missing.sqlite3")]) == 2
     assert "there is no database" in capsys.readouterr().err
     assert not (tmp_path / "missing.sqlite3").exists()
 
 
-def test_stats_prints_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = migrated(tmp_path / "db.sqlite3")
+@both_backends
+def test_stats_prints_the_figures(db_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(db_path)
     add_pushes(db, 12)
     assert main(["stats", "--db", str(db), "--json"]) == 0
     stats = orjson.loads(capsys.readouterr().out)
@@ -112,8 +118,9 @@ def test_stats_prints_the_figures(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "      12  bulk workflow (wf)" in text
 
 
-def test_export_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
-    db = migrated(tmp_path / "db.sqlite3")
+@both_backends
+def test_export_into_a_pipe_closed_early_ends_quietly(db_path: Any) -> None:
+    db = migrated(db_path)
     add_pushes(db, 5_000)  # far more than a pipe holds
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "server.py"), "export", "--db", str(db)],

@@ -11,7 +11,7 @@ import orjson
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.support import ClientFactory, rows
+from tests.support import ClientFactory, both_backends, rows
 
 # JSON values of any shape, small.
 json_values = st.recursive(
@@ -74,6 +74,7 @@ def expected_key(push: dict[str, Any]) -> tuple[str, str, str] | None:
     return (str(values[0]), str(values[1]), str(values[2]))
 
 
+@both_backends
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=st.one_of(payloads(), json_values, st.binary(max_size=40)))
 async def test_generated_payloads_are_answered_and_recorded(

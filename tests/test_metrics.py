@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from handlers.errors import PUSH_REJECT_CODES
 from handlers.keys import WRITER
 from plumbing.version import VERSION
-from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, rows, sample
+from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, both_backends, rows, sample
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -57,6 +57,7 @@ async def test_metrics_count_outcomes_rejects_and_timings(make_client: ClientFac
     assert m[("airudder_receiver_database_bytes", ())] >= logical > 0
 
 
+@both_backends
 async def test_metrics_count_503s_by_cause(
     make_client: ClientFactory, hold_lock: Callable[[], sqlite3.Connection]
 ) -> None:
@@ -70,6 +71,7 @@ async def test_metrics_count_503s_by_cause(
     lock.rollback()
 
 
+@both_backends
 async def test_queue_depth_shows_pushes_waiting_for_a_locked_database(
     make_client: ClientFactory, hold_lock: Callable[[], sqlite3.Connection]
 ) -> None:

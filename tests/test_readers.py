@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from storage.connection import open_reader
 from storage.readers import ReaderPool
 from tests.bulk import add_pushes
 from tests.support import migrated
@@ -16,7 +18,7 @@ from tests.support import migrated
 def test_pool_connections_are_read_only_reused_and_bounded(tmp_path: Path) -> None:
     db = migrated(tmp_path / "db.sqlite3")
     add_pushes(db, 3)
-    asyncio.run(asyncio.wait_for(exercise(ReaderPool(str(db), size=2, busy_timeout_ms=100)), 10))
+    asyncio.run(asyncio.wait_for(exercise(ReaderPool(partial(open_reader, str(db), 100), size=2)), 10))
 
 
 async def exercise(pool: ReaderPool) -> None:

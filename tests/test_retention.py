@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from server import main
 from tests.bulk import add_pushes, add_reject, add_version
 from tests.process import ROOT, running_server
-from tests.support import SAMPLE_BYTES, migrated, post, rows, sample, sqlite_file
+from tests.support import SAMPLE_BYTES, both_backends, migrated, post, rows, sample, sqlite_file
 
 # server.main() must not pick up the checkout's ./config.toml.
 pytestmark = pytest.mark.usefixtures("away_from_config")
@@ -22,8 +23,9 @@ pytestmark = pytest.mark.usefixtures("away_from_config")
 OLD = "2020-01-01T00:00:00.000Z"
 
 
-def test_purge_deletes_old_rows_but_never_the_newest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = migrated(tmp_path / "db.sqlite3")
+@both_backends
+def test_purge_deletes_old_rows_but_never_the_newest(db_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(db_path)
     add_pushes(db, 1200, received_at=OLD)  # more than one chunk
     add_version(db, "bulk5")
     add_reject(db, b"old")
@@ -39,8 +41,9 @@ def test_purge_deletes_old_rows_but_never_the_newest(tmp_path: Path, capsys: pyt
     assert rows(db, "SELECT seq FROM pushes WHERE call_id = 'after-purge1'")[0][0] == 1201
 
 
-def test_purge_keep_typed_drops_only_bodies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = migrated(tmp_path / "db.sqlite3")
+@both_backends
+def test_purge_keep_typed_drops_only_bodies(db_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(db_path)
     add_pushes(db, 1100, received_at=OLD, prefix="old")  # three chunks
     add_pushes(db, 5, received_at="2999-01-01T00:00:00.000Z", prefix="new")
     add_version(db, "old3")
@@ -64,8 +67,9 @@ def test_purge_wants_an_age(tmp_path: Path, age: str, capsys: pytest.CaptureFixt
     assert "is not an age such as 90d" in capsys.readouterr().err
 
 
-def test_purge_while_the_server_takes_pushes(tmp_path: Path) -> None:
-    db = migrated(tmp_path / "db.sqlite3")
+@both_backends
+def test_purge_while_the_server_takes_pushes(tmp_path: Path, db_path: Any) -> None:
+    db = migrated(db_path)
     add_pushes(db, 20_000, received_at=OLD)
     answers: list[tuple[int, float]] = []
     with running_server(tmp_path, db) as server:
@@ -104,8 +108,9 @@ def test_purge_while_the_server_takes_pushes(tmp_path: Path) -> None:
     assert rows(db, "SELECT count(*) FROM pushes WHERE call_id LIKE 'live-%'")[0][0] == len(answers)
 
 
-def test_reprocess_rejects_takes_in_what_is_valid_now(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = migrated(tmp_path / "db.sqlite3")
+@both_backends
+def test_reprocess_rejects_takes_in_what_is_valid_now(db_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(db_path)
     add_reject(db, SAMPLE_BYTES)  # a BLOB, as kept before 0.2.0
     add_reject(db, SAMPLE_BYTES.decode())  # the sender's retry of the same call, kept as text since
     add_reject(db, orjson.dumps(sample(call_id="second")))

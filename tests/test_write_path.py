@@ -17,10 +17,24 @@ from handlers.payload import decode, to_record
 from storage.connection import open_writer
 from storage.migrations import migrate
 from storage.records import Outcome, PushRecord, utc_now
-from storage.writer import WriteFailed, Writer, WriterUnavailable, stored_hashes_sql
-from tests.support import SAMPLE_BYTES, ClientFactory, record, rows, sample, sqlite_file
+from storage.writer import SqliteBatches, WriteFailed, Writer, WriterUnavailable, stored_hashes_sql
+from tests.support import SAMPLE_BYTES, ClientFactory, both_backends, execute, record, rows, sample, sqlite_file
 
 LockTaker = Callable[[], sqlite3.Connection]
+
+# A trigger that makes the insert of any call id starting with "bad" fail, per backend.
+REFUSE_BAD_CALLS = {
+    "sqlite": (
+        "CREATE TRIGGER refuse BEFORE INSERT ON pushes WHEN NEW.call_id LIKE 'bad%' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END",
+    ),
+    "postgresql": (
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused by test trigger'; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON pushes FOR EACH ROW WHEN (NEW.call_id LIKE 'bad%') "
+        "EXECUTE FUNCTION refuse()",
+    ),
+}
 
 
 async def wait_for_rows(db_path: Path, count: int, seconds: float = 5.0) -> None:
@@ -29,6 +43,7 @@ async def wait_for_rows(db_path: Path, count: int, seconds: float = 5.0) -> None
             await asyncio.sleep(0.02)
 
 
+@both_backends
 async def test_ack_queued_answers_before_commit_and_stores(make_client: ClientFactory, db_path: Path) -> None:
     client = await make_client(ack="queued")
     for n in range(5):
@@ -38,6 +53,7 @@ async def test_ack_queued_answers_before_commit_and_stores(make_client: ClientFa
     await wait_for_rows(db_path, 5)
 
 
+@both_backends
 async def test_ack_committed_means_the_row_is_there_at_answer(make_client: ClientFactory, db_path: Path) -> None:
     client = await make_client(ack="committed")
     for n in range(5):
@@ -45,6 +61,7 @@ async def test_ack_committed_means_the_row_is_there_at_answer(make_client: Clien
         assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == n + 1
 
 
+@both_backends
 async def test_queue_full_is_503_with_retry_after(
     make_client: ClientFactory, db_path: Path, hold_lock: LockTaker
 ) -> None:
@@ -63,6 +80,7 @@ async def test_queue_full_is_503_with_retry_after(
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 0
 
 
+@both_backends
 async def test_locked_database_gives_503_then_recovers(
     make_client: ClientFactory, db_path: Path, hold_lock: LockTaker
 ) -> None:
@@ -80,26 +98,26 @@ async def test_locked_database_gives_503_then_recovers(
     assert rows(db_path, "SELECT call_id FROM pushes")[0][0] == "L1"
 
 
-async def test_failed_commit_is_503_and_the_writer_keeps_going(make_client: ClientFactory, db_path: Path) -> None:
+@both_backends
+async def test_failed_commit_is_503_and_the_writer_keeps_going(
+    make_client: ClientFactory, db_path: Path, backend: str
+) -> None:
     client = await make_client()
     assert (await client.post("/push", data=orjson.dumps(sample(call_id="ok-1")))).status == 200
-    with sqlite_file(db_path) as conn:  # a real failure inside the writer's transaction
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON pushes WHEN NEW.call_id LIKE 'bad%' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
-        )
+    for statement in REFUSE_BAD_CALLS[backend]:  # a real failure inside the writer's transaction
+        execute(db_path, statement)
     failed = await client.post("/push", data=orjson.dumps(sample(call_id="bad-1")))
     assert failed.status == 503
     assert (await failed.json())["error"] == "storage_error"
     assert "Retry-After" in failed.headers
     assert (await client.post("/push", data=orjson.dumps(sample(call_id="ok-2")))).status == 200
-    with sqlite_file(db_path) as conn:
-        conn.execute("DROP TRIGGER refuse")
+    execute(db_path, "DROP TRIGGER refuse" + (" ON pushes" if backend == "postgresql" else ""))
     assert (await client.post("/push", data=orjson.dumps(sample(call_id="bad-1")))).status == 200
     stored = [r[0] for r in rows(db_path, "SELECT call_id FROM pushes ORDER BY seq")]
     assert stored == ["ok-1", "ok-2", "bad-1"]
 
 
+@both_backends
 async def test_readyz_reports_a_locked_database(
     make_client: ClientFactory, db_path: Path, hold_lock: LockTaker
 ) -> None:
@@ -119,6 +137,7 @@ async def test_readyz_reports_a_locked_database(
             await asyncio.sleep(0.1)
 
 
+@both_backends
 async def test_readyz_reuses_a_recent_probe(make_client: ClientFactory) -> None:
     client = await make_client()
     writer = client.server.app[WRITER]
@@ -136,10 +155,9 @@ async def running_writer(db_path: Path, busy_timeout_ms: int = 1000, **kwargs: i
     """A started writer on a migrated file; closed at the end even when the test fails (closing twice is fine)."""
     conn = await open_writer(str(db_path), "FULL", busy_timeout_ms)
     writer = Writer(
-        conn,
+        SqliteBatches(conn, lock_wait=busy_timeout_ms / 1000),
         queue_max=kwargs.get("queue_max", 100_000),
         max_batch=kwargs.get("max_batch", 64),
-        lock_wait=busy_timeout_ms / 1000,
     )
     try:
         await migrate(conn, 1.0)

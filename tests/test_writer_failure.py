@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from handlers.keys import WRITER
 from storage.connection import open_writer
-from storage.writer import WriteFailed, Writer, WriterUnavailable
+from storage.writer import SqliteBatches, WriteFailed, Writer, WriterUnavailable
 from tests.load import push_body
 from tests.support import ClientFactory, record, report, rows, stored_call_ids
 
@@ -44,7 +44,7 @@ async def test_broken_connection_is_503_then_the_writer_opens_a_new_one(
     writer = client.server.app[WRITER]
     assert (await push(client, "before"))[0] == 200
 
-    await writer._conn.close()  # the injected failure: the connection dies under the writer
+    await writer._batches._conn.close()  # the injected failure: the connection dies under the writer
     not_ready = await client.get("/readyz")
     assert not_ready.status == 503
     assert "did not take a write" in (await not_ready.json())["problems"][0]
@@ -52,7 +52,7 @@ async def test_broken_connection_is_503_then_the_writer_opens_a_new_one(
         while (await client.get("/readyz")).status != 200:
             await asyncio.sleep(0.1)
 
-    await writer._conn.close()
+    await writer._batches._conn.close()
     answers = await asyncio.gather(*(push(client, f"during-{n}") for n in range(20)))
     after = await push(client, "after")
     acknowledged = {"before", "after"} | {f"during-{n}" for n, a in enumerate(answers) if a[0] == 200}
@@ -81,7 +81,7 @@ async def test_failed_reopen_keeps_the_writer_running_and_answering(
     blocked.write_text("not a folder")
     conn = await open_writer(str(db_path), "FULL", 1000)
     reopen = partial(open_writer, str(blocked / "pushes.sqlite3"), "FULL", 1000)  # cannot be created
-    writer = Writer(conn, queue_max=100, max_batch=10, reopen=reopen)
+    writer = Writer(SqliteBatches(conn, reopen=reopen), queue_max=100, max_batch=10)
     writer.start()
     await conn.close()
     for n in range(2):
