@@ -27,8 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from storage.records import Outcome, PushRecord, Record, RejectRecord, ReprocessedReject, WriteProbe, utc_now
-from storage.writer import _classify, _push_of
+from storage.records import Outcome, PushRecord, Record, RejectRecord, utc_now
+from storage.writer import _classify, outcomes_in_order, split_batch
 
 log = logging.getLogger("airudder_receiver.storage")
 
@@ -226,11 +226,9 @@ class PgBatches:
 
     async def write(self, records: Sequence[Record]) -> list[Outcome]:
         conn = await self._connection()
-        pushes = [_storable(_push_of(r)) for r in records if isinstance(r, PushRecord | ReprocessedReject)]
-        rejects = [_storable(r) for r in records if isinstance(r, RejectRecord)]
-        probes = [r for r in records if isinstance(r, WriteProbe)]
-        marks = [_storable(r.push) for r in records if isinstance(r, ReprocessedReject)]
-        mark_ids = [r.reject_id for r in records if isinstance(r, ReprocessedReject)]
+        pushes, rejects, probes, marks = split_batch(records)
+        pushes = [_storable(p) for p in pushes]
+        rejects = [_storable(r) for r in rejects]
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
             stored = await _stored_hashes(conn, pushes)
@@ -248,14 +246,10 @@ class PgBatches:
                 )
             if marks:
                 now = utc_now()
-                await conn.executemany(
-                    _MARK_REPROCESSED,
-                    [(now, *push.key, reject_id) for push, reject_id in zip(marks, mark_ids, strict=True)],
-                )
+                await conn.executemany(_MARK_REPROCESSED, [(now, *without_nul(m.push.key), m.reject_id) for m in marks])
             if probes:
                 await conn.execute(_RECORD_PROBE, probes[-1].received_at)
-        outcomes = iter(push_outcomes)
-        return [next(outcomes) if isinstance(r, PushRecord | ReprocessedReject) else Outcome.STORED for r in records]
+        return outcomes_in_order(records, push_outcomes)
 
     async def recover(self) -> None:
         """After a failed batch: keep the connection if it still answers, else drop it for the next batch."""

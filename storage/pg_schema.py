@@ -14,20 +14,10 @@ import asyncpg
 
 from storage.migrations import CALL_VIEW_FIELDS, Migration, SchemaTooNew
 from storage.pg import MIGRATION_LOCK
+from storage.queries import PUSH_COLUMNS
 
-_TEXT_COLUMNS = (
-    "workflow_name",
-    "node_name",
-    "case_id",
-    "callee_number",
-    "task_id",
-    "robot_id",
-    "call_start_time",
-    "call_end_time",
-    "intention",
-    "hangup_type",
-    "ring_type",
-)
+# The typed text columns between the key and the receive times, as storage.queries lists them.
+_TEXT_COLUMNS = PUSH_COLUMNS[PUSH_COLUMNS.index("workflow_name") : PUSH_COLUMNS.index("first_received_at")]
 
 
 def _array_view(view: str, path: str, position: str, fields: tuple[tuple[str, str], ...]) -> str:

@@ -307,10 +307,7 @@ class SqliteBatches:
 
     async def write(self, records: Sequence[Record]) -> list[Outcome]:
         conn = self._conn
-        pushes = [_push_of(r) for r in records if isinstance(r, PushRecord | ReprocessedReject)]
-        rejects = [r for r in records if isinstance(r, RejectRecord)]
-        probes = [r for r in records if isinstance(r, WriteProbe)]
-        marks = [r for r in records if isinstance(r, ReprocessedReject)]
+        pushes, rejects, probes, marks = split_batch(records)
         async with write_transaction(conn, self._lock_wait):
             stored = await _stored_hashes(conn, pushes)
             push_outcomes, new_rows, deliveries, versions = _classify(pushes, stored)
@@ -335,8 +332,7 @@ class SqliteBatches:
                 await conn.executemany(_MARK_REPROCESSED, [(now, *m.push.key, m.reject_id) for m in marks])
             if probes:
                 await conn.execute(_RECORD_PROBE, (probes[-1].received_at,))
-        outcomes = iter(push_outcomes)
-        return [next(outcomes) if isinstance(r, PushRecord | ReprocessedReject) else Outcome.STORED for r in records]
+        return outcomes_in_order(records, push_outcomes)
 
     async def recover(self) -> None:
         """After a failed batch: keep the connection if it still answers, else open a new one."""
@@ -365,6 +361,24 @@ def _expire(future: asyncio.Future[Outcome], seconds: float) -> None:
 
 def _push_of(record: PushRecord | ReprocessedReject) -> PushRecord:
     return record.push if isinstance(record, ReprocessedReject) else record
+
+
+def split_batch(
+    records: Sequence[Record],
+) -> tuple[list[PushRecord], list[RejectRecord], list[WriteProbe], list[ReprocessedReject]]:
+    """A batch by what each record asks for, in arrival order: every push (a reprocessed reject's too), the
+    rejects, the probes, and the reprocessed rejects to mark."""
+    pushes = [_push_of(r) for r in records if isinstance(r, PushRecord | ReprocessedReject)]
+    rejects = [r for r in records if isinstance(r, RejectRecord)]
+    probes = [r for r in records if isinstance(r, WriteProbe)]
+    marks = [r for r in records if isinstance(r, ReprocessedReject)]
+    return pushes, rejects, probes, marks
+
+
+def outcomes_in_order(records: Sequence[Record], push_outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """One outcome per record: the pushes' in turn, STORED for the rest."""
+    outcomes = iter(push_outcomes)
+    return [next(outcomes) if isinstance(r, PushRecord | ReprocessedReject) else Outcome.STORED for r in records]
 
 
 async def _stored_hashes(
