@@ -77,7 +77,7 @@ async def test_stats_count_pushes_duplicates_and_rejects(make_client: ClientFact
 
 
 @both_backends
-async def test_rejects_page_with_the_same_cursor(make_client: ClientFactory) -> None:
+async def test_rejects_page_with_the_same_cursor(make_client: ClientFactory, backend: str) -> None:
     client = await make_client()
     bodies = [b"nope", b"[1]", b"\xff\xfe", b'{"workflow_id": ""}', b'{"a": "\x00"}']
     for body in bodies:
@@ -91,9 +91,11 @@ async def test_rejects_page_with_the_same_cursor(make_client: ClientFactory) -> 
     rest = await get_json(client, "/api/rejects", after=3)
     assert [item["reason"] for item in rest["items"]] == ["invalid_field", "invalid_json"]
     assert rest["items"][0]["reprocessed_at"] is None
-    # Stored as text when UTF-8, so that sqlite3 and Datasette show it; with a NUL or not UTF-8, as bytes.
-    stored = rows(client.server.app[SETTINGS].db_path, "SELECT typeof(body) FROM rejects ORDER BY id")
-    assert [row[0] for row in stored] == ["text", "text", "blob", "text", "blob"]
+    # SQLite: stored as text when UTF-8, so that sqlite3 and Datasette show it; with a NUL or not UTF-8, as
+    # bytes. PostgreSQL keeps every reject body as bytea (docs/data.md).
+    if backend == "sqlite":
+        stored = rows(client.server.app[SETTINGS].db_path, "SELECT typeof(body) FROM rejects ORDER BY id")
+        assert [row[0] for row in stored] == ["text", "text", "blob", "text", "blob"]
     assert (rest["items"][1]["body"], rest["items"][1]["body_bytes"]) == ('{"a": "\x00"}', 10)
     only = await get_json(client, "/api/rejects", reason="not_an_object")
     assert [item["body"] for item in only["items"]] == ["[1]"]
