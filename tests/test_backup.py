@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from storage.migrations import MIGRATIONS
 from tests.bulk import add_pushes, add_reject, add_version
 from tests.load import Answer, Tally, background_load, deliver_all, push_body
 from tests.process import ROOT, run_on_a_terminal, run_server_to_exit, running_server
-from tests.support import SAMPLE_BYTES, free_port, migrated, post, report, rows, sample, small_tmpfs
+from tests.support import SAMPLE_BYTES, free_port, migrated, post, report, rows, sample, small_tmpfs, sqlite_file
 
 # server.main() must not pick up the checkout's ./config.toml.
 pytestmark = pytest.mark.usefixtures("away_from_config")
@@ -158,7 +157,7 @@ def test_backup_refusals_are_one_sentence(
     elif problem == "no database":
         db = tmp_path / "absent.sqlite3"
     else:
-        with sqlite3.connect(filled) as conn:
+        with sqlite_file(filled) as conn:
             conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     before = sorted(tmp_path.iterdir())
     code, out, err = backup(capsys, "--db", str(db), dest)
@@ -297,7 +296,7 @@ def test_an_older_receiver_refuses_a_newer_file_in_one_sentence(tmp_path: Path) 
     """What an older version sees after a newer one migrated the file: a schema version it does not know."""
     db = migrated(tmp_path / "pushes.sqlite3")
     add_pushes(db, 3)
-    with sqlite3.connect(db) as conn:
+    with sqlite_file(db) as conn:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     before = dump(db)
     done = run_server_to_exit(tmp_path, "--db", str(db), "--port", str(free_port()))
