@@ -67,14 +67,13 @@ async def _run(database: Database) -> Report:
     reader = await database.open_reader()
     try:
         await database.open_writer()
-        try:
-            total = await queries.count_pending_rejects(reader) if on_terminal() else None
-            with progress("reprocess-rejects", total) as shown:
-                return await reprocess(reader, database.writer, shown.advance)
-        finally:
-            await database.close(drain_seconds=DRAIN_SECONDS)
+        total = await queries.count_pending_rejects(reader) if on_terminal() else None
+        with progress("reprocess-rejects", total) as shown:
+            return await reprocess(reader, database.writer, shown.advance)
     finally:
+        # The write connection closes last: only then does SQLite checkpoint the WAL into the file.
         await reader.close()
+        await database.close(drain_seconds=DRAIN_SECONDS)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

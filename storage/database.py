@@ -224,11 +224,14 @@ class Database:
         return pg.PgConnection(conn, chunk_rows)
 
     async def close(self, drain_seconds: float) -> bool:
-        """Drain and close the writer (then its connection), then the read pool; whether everything queued
-        was written."""
+        """Close the read pool, then drain and close the writer (then its connection); whether everything
+        queued was written.
+
+        The write connection goes last: SQLite checkpoints the WAL into the file and deletes it only when
+        the last connection to close can write, so the stopped database is whole in its one file."""
+        if self._readers is not None:
+            await self._readers.close()
         drained = True
         if self._writer is not None:
             drained = await self._writer.close(drain_seconds)
-        if self._readers is not None:
-            await self._readers.close()
         return drained

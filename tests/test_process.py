@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 
 from tests.process import console_script, run_server_to_exit, running_server
-from tests.support import SAMPLE_BYTES, TYPED, post, rows
+from tests.support import SAMPLE_BYTES, TYPED, get, post, rows
 
 
 def test_server_process_stores_sample_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
@@ -24,6 +24,18 @@ def test_server_process_stores_sample_and_exits_cleanly_on_sigterm(tmp_path: Pat
     assert "outcome=new" in log
     assert "outcome=duplicate" in log
     assert "writer drained and database closed" in log
+
+
+def test_a_clean_stop_leaves_the_whole_database_in_its_one_file(tmp_path: Path) -> None:
+    """The write connection closes last, so SQLite checkpoints the WAL into the file and deletes it: after
+    a stop, copying pushes.sqlite3 alone copies everything (a read-only connection cannot do that)."""
+    db_path = tmp_path / "pushes.sqlite3"
+    with running_server(tmp_path, db_path) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES) == (200, b"{}")
+        assert get(f"{server.url}/api/pushes")[0] == 200  # borrows a read connection, kept in the pool
+        assert server.stop(signal.SIGTERM) == 0
+    assert not (tmp_path / "pushes.sqlite3-wal").exists()
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
 
 
 def test_sigint_also_drains_and_exits_zero(tmp_path: Path) -> None:
