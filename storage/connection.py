@@ -32,6 +32,19 @@ class NotWal(sqlite3.DatabaseError):
     """The file would not switch to WAL, which lets readers and the single writer work side by side."""
 
 
+async def _connect(database: str, *, uri: bool = False, iter_chunk_size: int = 64) -> aiosqlite.Connection:
+    """``aiosqlite.connect``, after opening the file once in this thread.
+
+    When aiosqlite's connect fails (a file we may not read, a folder we may not write), aiosqlite stops
+    its thread by sending it a close whose answer comes back to this event loop; a command's loop has
+    often closed by then, and the thread prints a traceback under the command's one sentence. Opened
+    here first, such a file raises the same error before any thread exists. (An open is a system call:
+    SQLite reads nothing until the first statement.)
+    """
+    sqlite3.connect(database, uri=uri).close()
+    return await aiosqlite.connect(database, uri=uri, isolation_level=None, iter_chunk_size=iter_chunk_size)
+
+
 async def open_writer(path: str, synchronous: str, busy_timeout_ms: int) -> aiosqlite.Connection:
     """A read-write connection, in autocommit mode so that transactions are explicit.
 
@@ -39,7 +52,7 @@ async def open_writer(path: str, synchronous: str, busy_timeout_ms: int) -> aios
     ``write_transaction`` is given its own wait.
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn = await _connect(path)
     try:
         # Switching a new file to WAL may itself wait for a lock: give setup the whole wait.
         await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -115,7 +128,7 @@ async def open_reader(path: str, busy_timeout_ms: int, chunk_rows: int = 64) -> 
     statement outside an explicit transaction sees the last commit. ``chunk_rows`` is how many rows one
     hop to the connection's thread fetches when a cursor is iterated.
     """
-    conn = await aiosqlite.connect(reader_uri(path), uri=True, isolation_level=None, iter_chunk_size=chunk_rows)
+    conn = await _connect(reader_uri(path), uri=True, iter_chunk_size=chunk_rows)
     try:
         conn.row_factory = sqlite3.Row
         await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")

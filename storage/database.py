@@ -124,13 +124,13 @@ class Database:
         return applied
 
     async def _sqlite_batches(self) -> tuple[Batches, list[str]]:
-        if self._exists():
-            conn = await open_reader(self.path, self._settings.busy_timeout_ms)
-            try:
-                await self._schema_version(conn)
-            finally:
-                await conn.close()
         try:
+            if self._exists():
+                conn = await open_reader(self.path, self._settings.busy_timeout_ms)
+                try:
+                    await self._schema_version(conn)
+                finally:
+                    await conn.close()
             writer_conn = await self.connect_writer()
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(f"cannot open the database {self.path}: {exc}") from exc

@@ -85,11 +85,19 @@ def wait_until_up(
 
 
 def run_server_to_exit(
-    workdir: Path, *args: str, env: dict[str, str] | None = None
+    workdir: Path, *args: str, env: dict[str, str] | None = None, permissions_hold: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """``python server.py ARGS`` for a run that is expected to stop by itself (a refused start)."""
+    """``python server.py ARGS`` for a run that is expected to stop by itself (a refused start, a command).
+
+    With ``permissions_hold``, file permissions apply to it even when the tests run as root: root then
+    gives up the capabilities that let it read and write any file."""
+    command = [sys.executable, str(ROOT / "server.py"), *args]
+    if permissions_hold and os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            raise AssertionError("setpriv (util-linux) is missing")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
     return subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), *args],
+        command,
         capture_output=True,
         text=True,
         timeout=20,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -173,12 +171,9 @@ def test_backup_refusals_are_one_sentence(
 def test_backup_into_a_folder_it_may_not_write_fails_and_leaves_nothing(filled: Path, tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    command = [sys.executable, str(ROOT / "server.py"), "backup", "--db", str(filled), str(locked / "copy.sqlite3")]
-    if os.geteuid() == 0:  # root writes anywhere, unless it gives up the capability to override permissions
-        if shutil.which("setpriv") is None:
-            pytest.fail("setpriv (util-linux) is missing")
-        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    done = run_server_to_exit(
+        tmp_path, "backup", "--db", str(filled), str(locked / "copy.sqlite3"), permissions_hold=True
+    )
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == f"airudder-receiver: backup: cannot write in {locked}: Permission denied\n"
     assert list(locked.iterdir()) == []

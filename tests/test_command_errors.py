@@ -9,7 +9,7 @@ import pytest
 
 from server import main
 from tests.process import run_server_to_exit
-from tests.support import sqlite_file
+from tests.support import migrated, sqlite_file
 
 # server.main() must not pick up the checkout's ./config.toml.
 pytestmark = pytest.mark.usefixtures("away_from_config")
@@ -81,3 +81,16 @@ def test_serve_refuses_a_file_that_is_not_a_receiver_database_untouched(tmp_path
     assert line.startswith("airudder-receiver: "), line
     assert sentence in line
     assert db.read_bytes() == before, "serve switched another program's file to WAL or migrated it"
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, ["serve", "--port", "9"]], ids=" ".join)
+def test_a_database_it_may_not_open_is_one_sentence_without_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    """SQLite cannot open the file at all: the sentence, and no traceback from aiosqlite's thread after it."""
+    db = migrated(tmp_path / "pushes.sqlite3")
+    db.chmod(0)
+    done = run_server_to_exit(tmp_path, *command, "--db", str(db), permissions_hold=True)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("airudder-receiver: "), line
+    assert line.endswith("unable to open database file"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pushes.sqlite3"], "a file was left behind"
