@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
 import aiosqlite
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from storage.pg import PgConnection
 
 log = logging.getLogger("airudder_receiver.storage")
+
+T = TypeVar("T")
 
 # SQLite's own busy wait for one attempt at the write lock. It runs inside the connection's thread, where
 # neither a task cancel nor sqlite3's interrupt() reaches it, so it is kept short and write_transaction
@@ -104,6 +106,47 @@ async def write_transaction(conn: aiosqlite.Connection, lock_wait: float) -> Asy
             log.warning("rollback failed: %s", exc)
         raise
     await conn.commit()
+
+
+class _LockBusy(Exception):
+    """The one-hop transaction's first lock attempt found the file locked by another process."""
+
+
+def _transaction_on_thread(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: bool) -> T:
+    """On the connection's thread: (``BEGIN IMMEDIATE``,) ``work``, ``COMMIT``; rolled back if ``work`` raises."""
+    if begin:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise _LockBusy from exc
+            raise
+    try:
+        result = work(db)
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+    return result
+
+
+async def run_transaction(conn: aiosqlite.Connection, lock_wait: float, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work`` in one write transaction, run on the connection's thread in ONE hop there and back.
+
+    Each awaited aiosqlite call waits for the event loop to come round to it, which on a busy server
+    takes a millisecond or more; a transaction of separate calls (begin, look up, insert, commit) paid
+    that several times. The first lock attempt is made on the thread, and only a busy file falls back to
+    ``write_transaction``'s short attempts, so a stopping server still waits at most one attempt.
+
+    aiosqlite has no public call for running a function on its thread; ``_execute`` and ``_conn`` are
+    its own (aiosqlite/core.py) and the writer's tests go through them on every batch.
+    """
+    try:
+        return cast(T, await conn._execute(_transaction_on_thread, conn._conn, work, True))  # type: ignore[no-untyped-call]
+    except _LockBusy:
+        await _begin_immediate(conn, lock_wait)
+    # The first attempt failed and a retry holds the lock: ``work`` and COMMIT, still in one hop.
+    return cast(T, await conn._execute(_transaction_on_thread, conn._conn, work, False))  # type: ignore[no-untyped-call]
 
 
 @asynccontextmanager

@@ -19,22 +19,28 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import aiosqlite
 
-from storage.connection import write_transaction
+from storage.connection import run_transaction
 from storage.records import Outcome, PushRecord, Record, RejectRecord, ReprocessedReject, WriteProbe, utc_now
 
 log = logging.getLogger("airudder_receiver.writer")
 
-_INSERT_PUSH = """
+_INSERT_PUSHES = """
 INSERT INTO pushes (
     workflow_id, node_id, call_id, workflow_name, node_name, case_id, callee_number, task_id,
     robot_id, call_start_time, call_end_time, intention, hangup_type, ring_type,
     first_received_at, last_received_at, deliveries, warnings, body_hash, body
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
-"""
+) VALUES """
+_PUSH_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
+# New rows go in with multi-row INSERTs of up to this many rows. sqlite3 lets go of the GIL for every
+# statement step, and the connection's thread must win it back from the event loop each time, which on
+# a busy server is the slow part: one statement for many rows instead of one step per row. A fixed size
+# keeps the statements few, so they stay in sqlite3's statement cache.
+INSERT_ROWS = 32
 _COUNT_DELIVERY = """
 UPDATE pushes SET deliveries = deliveries + 1, last_received_at = max(last_received_at, ?)
 WHERE workflow_id = ? AND node_id = ? AND call_id = ?
@@ -267,8 +273,9 @@ class Writer:
         try:
             outcomes = await self._batches.write(records)
         except asyncio.CancelledError:
-            # Cancelled mid-write (only when a drain overruns): none of these may be acknowledged.
-            self._fail(batch, WriteFailed("the writer was stopped before the batch committed"))
+            # Cancelled mid-write (only when a drain overruns): none of these may be acknowledged. The batch
+            # may still commit on the connection's thread; a sender's retry then counts as a duplicate.
+            self._fail(batch, WriteFailed("the writer was stopped before the batch's commit was confirmed"))
             raise
         except Exception as exc:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -306,32 +313,8 @@ class SqliteBatches:
         self._reopen = reopen
 
     async def write(self, records: Sequence[Record]) -> list[Outcome]:
-        conn = self._conn
-        pushes, rejects, probes, marks = split_batch(records)
-        async with write_transaction(conn, self._lock_wait):
-            stored = await _stored_hashes(conn, pushes)
-            push_outcomes, new_rows, deliveries, versions = _classify(pushes, stored)
-            if new_rows:
-                await conn.executemany(_INSERT_PUSH, new_rows)
-            if deliveries:
-                await conn.executemany(_COUNT_DELIVERY, deliveries)
-            if versions:
-                await conn.executemany(_INSERT_VERSION, versions)
-            if rejects:
-                await conn.executemany(
-                    _INSERT_REJECT,
-                    [
-                        (r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, as_stored(r.body))
-                        for r in rejects
-                    ],
-                )
-            if marks:
-                # After the pushes, so that each mark finds its push's seq, and in the same commit: a
-                # reject is marked if and only if its push is stored.
-                now = utc_now()
-                await conn.executemany(_MARK_REPROCESSED, [(now, *m.push.key, m.reject_id) for m in marks])
-            if probes:
-                await conn.execute(_RECORD_PROBE, (probes[-1].received_at,))
+        # The whole batch, its look-up and its commit are one hop to the connection's thread.
+        push_outcomes = await run_transaction(self._conn, self._lock_wait, partial(_write_records, records))
         return outcomes_in_order(records, push_outcomes)
 
     async def recover(self) -> None:
@@ -352,6 +335,33 @@ class SqliteBatches:
 
     async def close(self) -> None:
         await self._conn.close()
+
+
+def _write_records(records: Sequence[Record], db: sqlite3.Connection) -> list[Outcome]:
+    """Inside the batch's transaction, on the connection's thread: the pushes' outcomes, in order."""
+    pushes, rejects, probes, marks = split_batch(records)
+    stored = _stored_hashes(db, pushes)
+    push_outcomes, new_rows, deliveries, versions = _classify(pushes, stored)
+    for start in range(0, len(new_rows), INSERT_ROWS):
+        chunk = new_rows[start : start + INSERT_ROWS]
+        db.execute(_INSERT_PUSHES + ",".join([_PUSH_VALUES] * len(chunk)), [v for row in chunk for v in row])
+    if deliveries:
+        db.executemany(_COUNT_DELIVERY, deliveries)
+    if versions:
+        db.executemany(_INSERT_VERSION, versions)
+    if rejects:
+        db.executemany(
+            _INSERT_REJECT,
+            [(r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, as_stored(r.body)) for r in rejects],
+        )
+    if marks:
+        # After the pushes, so that each mark finds its push's seq, and in the same commit: a reject is
+        # marked if and only if its push is stored.
+        now = utc_now()
+        db.executemany(_MARK_REPROCESSED, [(now, *m.push.key, m.reject_id) for m in marks])
+    if probes:
+        db.execute(_RECORD_PROBE, (probes[-1].received_at,))
+    return push_outcomes
 
 
 def _expire(future: asyncio.Future[Outcome], seconds: float) -> None:
@@ -381,15 +391,13 @@ def outcomes_in_order(records: Sequence[Record], push_outcomes: Sequence[Outcome
     return [next(outcomes) if isinstance(r, PushRecord | ReprocessedReject) else Outcome.STORED for r in records]
 
 
-async def _stored_hashes(
-    conn: aiosqlite.Connection, pushes: Sequence[PushRecord]
-) -> dict[tuple[str, str, str], set[bytes]]:
+def _stored_hashes(db: sqlite3.Connection, pushes: Sequence[PushRecord]) -> dict[tuple[str, str, str], set[bytes]]:
     """For each of the batch's keys already stored: the hashes of its first body and its versions, in one query."""
     keys = list({p.key for p in pushes})
     if not keys:
         return {}
     params = [part for key in keys for part in key]
-    rows = await conn.execute_fetchall(stored_hashes_sql(len(keys)), params)
+    rows = db.execute(stored_hashes_sql(len(keys)), params).fetchall()
     stored: dict[tuple[str, str, str], set[bytes]] = {}
     for workflow_id, node_id, call_id, first_hash, version_hash in rows:
         hashes = stored.setdefault((workflow_id, node_id, call_id), {first_hash})
