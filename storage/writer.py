@@ -1,9 +1,9 @@
 """The single writer: owns the only write connection and answers every queued item.
 
 Handlers call ``submit``; the writer task takes everything waiting (up to ``max_batch``), writes it in
-one ``BEGIN IMMEDIATE`` transaction with a few ``executemany`` calls, commits, and only then resolves
-each item's future. Every awaited aiosqlite call is a hop to its thread, so the number of calls per
-batch is fixed, whatever the batch size.
+one ``BEGIN IMMEDIATE`` transaction, commits, and only then resolves each item's future. On SQLite the
+whole transaction (look-up, multi-row inserts, commit) is one hop to the connection's thread
+(``run_transaction``): every hop waits for a busy event loop to come round, so the batch makes one.
 
 A failed batch is answered as failed and the writer goes on; if the failure broke the connection itself,
 the writer opens a new one before the next batch. If the writer task ever ends without being closed,
