@@ -56,7 +56,10 @@ def database_context(settings: Settings) -> Any:
             raise StartupError(str(exc)) from exc
         writer = database.writer
         writer.add_listener(app[METRICS].on_commit)
-        writer.add_listener(app[EVENTS].on_commit)
+        if database.postgres:  # every receiver's pushes, its own included, through PostgreSQL's NOTIFY
+            await database.follow_pushes(app[EVENTS].on_pushes)
+        else:
+            writer.add_listener(app[EVENTS].on_commit)
         if settings.log_pushes:
             writer.add_listener(log_pushes)
         app[METRICS].watch_queue(lambda: writer.depth)

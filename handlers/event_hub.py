@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from storage.records import Outcome, PushRecord, Record
+from storage.records import Outcome, Record, push_summaries
 
 # A client this many batches behind is cut off; it reconnects and catches up through /api/pushes.
 MAX_BACKLOG = 500
@@ -41,19 +41,14 @@ class EventHub:
         """Writer listener; costs nothing while no one watches."""
         if not self._queues:
             return
-        pushes = [
-            {
-                "outcome": outcome.value,
-                "workflow_id": record.workflow_id,
-                "node_id": record.node_id,
-                "call_id": record.call_id,
-                "received_at": record.received_at,
-            }
-            for record, outcome in zip(records, outcomes, strict=True)
-            if isinstance(record, PushRecord)
-        ]
+        pushes = push_summaries(records, outcomes)
         if pushes:
-            self._broadcast(b"event: pushes\ndata: " + orjson.dumps(pushes) + b"\n\n")
+            self.on_pushes(orjson.dumps(pushes))
+
+    def on_pushes(self, summaries: bytes) -> None:
+        """A JSON list of ``push_summaries``, as the writer or (on PostgreSQL) another receiver's commit made it."""
+        if self._queues:
+            self._broadcast(b"event: pushes\ndata: " + summaries + b"\n\n")
 
     def _broadcast(self, frame: bytes) -> None:
         for queue in list(self._queues):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -57,6 +57,7 @@ class Database:
         self.lock_wait = settings.busy_timeout_ms / 1000
         self._writer: Writer | None = None
         self._readers: ReaderPool | None = None
+        self._push_listener: pg.PushListener | None = None
 
     @property
     def writer(self) -> Writer:
@@ -223,6 +224,11 @@ class Database:
             raise DatabaseUnavailable(f"{self.name} has schema version {version}, newer than this program knows")
         return pg.PgConnection(conn, chunk_rows)
 
+    async def follow_pushes(self, deliver: Callable[[bytes], None]) -> None:
+        """PostgreSQL only: hand ``deliver`` every receiver's committed pushes (a JSON list of summaries)."""
+        self._push_listener = pg.PushListener(self.path, deliver)
+        await self._push_listener.start()
+
     async def close(self, drain_seconds: float) -> bool:
         """Close the read pool, then drain and close the writer (then its connection); whether everything
         queued was written.
@@ -234,4 +240,6 @@ class Database:
         drained = True
         if self._writer is not None:
             drained = await self._writer.close(drain_seconds)
+        if self._push_listener is not None:
+            await self._push_listener.close()
         return drained

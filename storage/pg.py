@@ -16,18 +16,20 @@ Several receivers may share one database. Two things make that safe:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 
-from storage.records import Outcome, PushRecord, Record, RejectRecord, utc_now
+from storage.records import Outcome, PushRecord, Record, RejectRecord, push_summaries, utc_now
 from storage.writer import _classify, outcomes_in_order, split_batch
 
 log = logging.getLogger("airudder_receiver.storage")
@@ -39,6 +41,11 @@ URL_SCHEMES = ("postgresql", "postgres")
 FEED_LOCK = 0x41495244_0001
 MIGRATION_LOCK = 0x41495244_0002
 CONNECT_SECONDS = 5.0
+# Every receiver tells its committed pushes on this channel (NOTIFY is sent at commit, to every listener,
+# its own included), so that each one's event stream shows every push, whichever receiver took it.
+PUSHES_CHANNEL = "airudder_receiver_pushes"
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more: a batch is told in parts below that.
+NOTIFY_BYTES = 7000
 
 # What asyncpg raises when the server is down, slow or refuses: the operator's to fix, never a bug.
 PG_ERRORS = (
@@ -249,7 +256,10 @@ class PgBatches:
                 await conn.executemany(_MARK_REPROCESSED, [(now, *without_nul(m.push.key), m.reject_id) for m in marks])
             if probes:
                 await conn.execute(_RECORD_PROBE, probes[-1].received_at)
-        return outcomes_in_order(records, push_outcomes)
+            outcomes = outcomes_in_order(records, push_outcomes)
+            for part in notify_parts(push_summaries(records, outcomes)):
+                await conn.execute("SELECT pg_notify($1, $2)", PUSHES_CHANNEL, part)
+        return outcomes
 
     async def recover(self) -> None:
         """After a failed batch: keep the connection if it still answers, else drop it for the next batch."""
@@ -281,6 +291,74 @@ async def _stored_hashes(
         if version_hash is not None:
             hashes.add(version_hash)
     return stored
+
+
+def notify_parts(summaries: list[dict[str, str]]) -> list[str]:
+    """``summaries`` as JSON lists, each under NOTIFY_BYTES (a summary is a few hundred bytes at most)."""
+    parts: list[bytes] = []
+    part: list[bytes] = []
+    size = 2
+    for summary in summaries:
+        item = orjson.dumps(summary)
+        if part and size + len(item) + 1 > NOTIFY_BYTES:
+            parts.append(b"[" + b",".join(part) + b"]")
+            part, size = [], 2
+        part.append(item)
+        size += len(item) + 1
+    if part:
+        parts.append(b"[" + b",".join(part) + b"]")
+    return [p.decode() for p in parts]
+
+
+class PushListener:
+    """Hands every receiver's NOTIFY of committed pushes to ``deliver``, on a connection of its own that it
+    opens again (after a second) whenever it is lost; pushes committed while it is away are not told, and
+    a stream's client catches up through /api/pushes as after any gap."""
+
+    def __init__(self, url: str, deliver: Callable[[bytes], None]) -> None:
+        self._url = url
+        self._deliver = deliver
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Listen before returning, so that no push committed after the start goes untold."""
+        listening = asyncio.Event()
+        self._task = asyncio.create_task(self._run(listening), name="airudder-receiver-push-listener")
+        # The database was just reached for the migrations; should it be gone again, the task keeps trying.
+        waiter = asyncio.ensure_future(listening.wait())
+        try:
+            await asyncio.wait({waiter, self._task}, timeout=CONNECT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+
+    def _received(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        self._deliver(str(payload).encode())
+
+    async def _run(self, listening: asyncio.Event) -> None:
+        while True:
+            try:
+                conn = await connect(self._url, CONNECT_SECONDS)
+            except PG_ERRORS as exc:
+                log.warning("cannot listen for pushes (%s); trying again in a second", described(exc))
+                await asyncio.sleep(1.0)
+                continue
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _, lost=lost: lost.set())
+            try:
+                await conn.add_listener(PUSHES_CHANNEL, self._received)
+                listening.set()
+                await lost.wait()
+                log.warning("the connection listening for pushes was lost; opening a new one in a second")
+            except PG_ERRORS as exc:
+                log.warning("listening for pushes stopped (%s); trying again in a second", described(exc))
+            finally:
+                conn.terminate()
+            await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class PgChunks:

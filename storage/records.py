@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -93,3 +94,18 @@ class Outcome(Enum):
     DUPLICATE = "duplicate"
     NEW_VERSION = "new_version"  # a duplicate whose body differs from every stored one; added to push_versions
     STORED = "stored"  # rejects and probes
+
+
+def push_summaries(records: Sequence[Record], outcomes: Sequence[Outcome]) -> list[dict[str, str]]:
+    """What the event stream tells of each push in a committed batch (rejects and probes left out)."""
+    return [
+        {
+            "outcome": outcome.value,
+            "workflow_id": record.workflow_id,
+            "node_id": record.node_id,
+            "call_id": record.call_id,
+            "received_at": record.received_at,
+        }
+        for record, outcome in zip(records, outcomes, strict=True)
+        if isinstance(record, PushRecord)
+    ]

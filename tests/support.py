@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import Handler, Middleware
 
@@ -225,3 +225,17 @@ async def get_json(client: TestClient[Any, Any], path: str, status: int = 200, *
     response = await client.get(path, params={k: str(v) for k, v in params.items()})
     assert response.status == status, await response.text()
     return await response.json()
+
+
+async def next_event(response: ClientResponse) -> tuple[str, object]:
+    """The next event's name and decoded data, skipping comments."""
+    name, data = "", b""
+    async with asyncio.timeout(5):
+        while True:
+            line = (await response.content.readline()).rstrip(b"\n")
+            if line.startswith(b"event: "):
+                name = line[7:].decode()
+            elif line.startswith(b"data: "):
+                data = line[6:]
+            elif not line and name:
+                return name, orjson.loads(data)

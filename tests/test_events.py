@@ -11,7 +11,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiohttp import ClientResponse
 
 from handlers import events
 from handlers.event_hub import END, MAX_BACKLOG, EventHub
@@ -19,21 +18,7 @@ from handlers.keys import EVENTS
 from plumbing.settings import Settings
 from storage.records import Outcome
 from tests.process import running_server
-from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, both_backends, record
-
-
-async def next_event(response: ClientResponse) -> tuple[str, object]:
-    """The next event's name and decoded data, skipping comments."""
-    name, data = "", b""
-    async with asyncio.timeout(5):
-        while True:
-            line = (await response.content.readline()).rstrip(b"\n")
-            if line.startswith(b"event: "):
-                name = line[7:].decode()
-            elif line.startswith(b"data: "):
-                data = line[6:]
-            elif not line and name:
-                return name, orjson.loads(data)
+from tests.support import SAMPLE_BYTES, TOKEN, ClientFactory, both_backends, next_event, record
 
 
 @both_backends

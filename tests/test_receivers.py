@@ -19,10 +19,10 @@ import orjson
 import pytest
 
 from plumbing.settings import DATABASE_URL_ENV, Settings
-from tests.load import REQUEST_TIMEOUT, Tally, background_load, post_push
+from tests.load import REQUEST_TIMEOUT, Tally, background_load, post_push, push_body
 from tests.pg_cluster import PASSWORD, PgCluster
 from tests.process import ServerProcess, run_server_to_exit, running_server
-from tests.support import free_port, get, report, rows, sample, stored_call_ids
+from tests.support import free_port, get, next_event, report, rows, sample, stored_call_ids
 
 pytestmark = pytest.mark.failure
 
@@ -271,3 +271,31 @@ def test_an_older_receiver_refuses_a_newer_schema(tmp_path: Path, pg_cluster: Pg
     (line,) = result.stderr.strip().splitlines()
     assert "schema version 99 is newer than this program knows" in line
     assert PASSWORD not in line
+
+
+async def test_each_receivers_event_stream_tells_every_push_whichever_receiver_took_it(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    url = pg_cluster.new_database()
+    calls = [f"e{n}" for n in range(300)]  # more than one NOTIFY holds
+    with two_receivers(tmp_path, url) as servers:
+        async with aiohttp.ClientSession() as session:
+            streams = [await session.get(f"{server.url}/api/events") for server in servers]
+            for stream in streams:
+                assert await stream.content.readline() == b"retry: 2000\n"
+            tally = Tally()
+            await asyncio.gather(
+                *(post_push(session, f"{servers[n % 2].url}/push", c, push_body(c), tally) for n, c in enumerate(calls))
+            )
+            assert tally.statuses == {200: len(calls)}
+            for stream in streams:
+                told: list[str] = []
+                async with asyncio.timeout(15):
+                    while len(told) < len(calls):
+                        kind, data = await next_event(stream)
+                        assert kind == "pushes"
+                        told.extend(item["call_id"] for item in data)  # type: ignore[attr-defined]
+                assert sorted(told) == sorted(calls)
+                stream.close()
+        for server in servers:
+            assert server.stop() == 0
