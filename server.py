@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from commands import COMMANDS, run_command
+from forwarding.dispatcher import Dispatcher
 from handlers.access import ACCESS, AccessPolicy
 from handlers.errors import PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES, errors_and_access_log
 from handlers.event_hub import EventHub
@@ -26,12 +27,21 @@ from handlers.routes import setup_routes
 from plumbing import event_loop, logs
 from plumbing.addresses import local_url
 from plumbing.exits import fail
-from plumbing.settings import DATABASE_URL_ENV, DRAIN_SECONDS, LOG_FORMATS, ConfigError, Settings, load
+from plumbing.settings import (
+    DATABASE_URL_ENV,
+    DRAIN_SECONDS,
+    FORWARD_STOP_SECONDS,
+    LOG_FORMATS,
+    ConfigError,
+    Settings,
+    load,
+)
 from plumbing.systemd_notify import Notifier
 from plumbing.version import VERSION
 from storage.database import Database, DatabaseUnavailable
 from storage.migrations import SCHEMA_VERSION
 from storage.pg import masked
+from storage.records import Outcome, Record
 
 log = logging.getLogger("airudder_receiver")
 
@@ -66,9 +76,13 @@ def database_context(settings: Settings) -> Any:
         app[WRITER] = writer
         app[READERS] = database.readers
         app.on_shutdown.append(mark_stopping)
+        dispatcher = await start_dispatcher(settings, database, app[METRICS])
         yield
-        # Runs after the HTTP side has stopped and in-flight requests have finished: the drain gets
-        # what is left of its budget, and at least a second.
+        # Runs after the HTTP side has stopped and in-flight requests have finished. Deliveries in flight
+        # get a moment; the rest stay pending in the file. The drain gets what is left of its budget, and
+        # at least a second.
+        if dispatcher is not None:
+            await dispatcher.close(grace=FORWARD_STOP_SECONDS)
         elapsed = asyncio.get_running_loop().time() - stopping_since[0] if stopping_since else 0.0
         if await database.close(drain_seconds=max(1.0, DRAIN_SECONDS - elapsed)):
             log.info("writer drained and database closed")
@@ -76,6 +90,22 @@ def database_context(settings: Settings) -> Any:
             log.error("database closed with queued records left unwritten")
 
     return run_database
+
+
+async def start_dispatcher(settings: Settings, database: Database, metrics: Metrics) -> Dispatcher | None:
+    """The forwarding dispatcher when [[forward]] destinations are configured; woken by each commit of new pushes."""
+    if not settings.forward:
+        return None
+    dispatcher = Dispatcher(settings.forward, await database.open_reader(), database.writer, metrics)
+    metrics.watch_destinations([d.name for d in settings.forward])
+
+    def wake(records: Sequence[Record], outcomes: Sequence[Outcome], seconds: float) -> None:
+        if any(outcome in (Outcome.NEW, Outcome.NEW_VERSION) for outcome in outcomes):
+            dispatcher.wake()
+
+    database.writer.add_listener(wake)
+    dispatcher.start()
+    return dispatcher
 
 
 async def _end_event_streams(app: web.Application) -> None:

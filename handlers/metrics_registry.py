@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +23,7 @@ from prometheus_client import (
 )
 
 from plumbing.version import VERSION
+from storage.forwarding import Backlog
 from storage.records import Outcome, Record
 
 # The *_created series double every counter and say little for a long-running service.
@@ -30,6 +32,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 PUSH_OUTCOMES = (Outcome.NEW, Outcome.DUPLICATE, Outcome.NEW_VERSION)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
 COMMIT_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+ATTEMPT_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REQUEST_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -80,6 +83,28 @@ class Metrics:
             "airudder_receiver_last_push_timestamp_seconds", "Unix time of the last stored push (0: none yet).",
             registry=r,
         )  # fmt: skip
+        self._forwarded = Counter(
+            "airudder_receiver_forward_attempts", "Delivery attempts to forwarding destinations, by destination and"
+            " outcome (delivered; failed, to be tried again; dead, no attempts left).", ["destination", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self._attempt_seconds = Histogram(
+            "airudder_receiver_forward_attempt_seconds", "Time one delivery attempt took, by destination.",
+            ["destination"], buckets=ATTEMPT_SECONDS, registry=r,
+        )  # fmt: skip
+        self._pending = Gauge(
+            "airudder_receiver_forward_pending", "Deliveries waiting to be made, by destination.", ["destination"],
+            registry=r,
+        )  # fmt: skip
+        self._oldest_pending = Gauge(
+            "airudder_receiver_forward_oldest_pending_seconds",
+            "Age of the oldest delivery still waiting, by destination (0: none waiting).", ["destination"], registry=r,
+        )  # fmt: skip
+        self._dead = Gauge(
+            "airudder_receiver_forward_dead", "Deliveries that ran out of attempts, by destination (see forward"
+            " retry-dead).", ["destination"], registry=r,
+        )  # fmt: skip
+        self._destinations: set[str] = set()
         database = Gauge(
             "airudder_receiver_database_bytes", "Size of the SQLite file and its write-ahead log.", registry=r
         )
@@ -114,6 +139,32 @@ class Metrics:
                 pushed = True
         if pushed:
             self.last_push.set(time.time())
+
+    def watch_destinations(self, names: Sequence[str]) -> None:
+        """Show every configured destination from the start, at zero."""
+        self._destinations.update(names)
+        for name in names:
+            for outcome in ("delivered", "failed", "dead"):
+                self._forwarded.labels(name, outcome)
+            self.observe_backlog({name: Backlog(0, None, 0)})
+
+    def observe_attempt(self, destination: str, outcome: str, seconds: float) -> None:
+        self._forwarded.labels(destination, outcome).inc()
+        self._attempt_seconds.labels(destination).observe(seconds)
+
+    def observe_backlog(self, backlogs: dict[str, Backlog]) -> None:
+        """The dispatcher's periodic count; a destination not listed has nothing pending or dead."""
+        now = time.time()
+        for name in {*backlogs, *self._destinations}:
+            b = backlogs.get(name, Backlog(0, None, 0))
+            self._pending.labels(name).set(b.pending)
+            oldest = b.oldest_pending_at
+            self._oldest_pending.labels(name).set(max(0.0, now - _epoch(oldest)) if oldest else 0.0)
+            self._dead.labels(name).set(b.dead)
+
+
+def _epoch(stored: str) -> float:
+    return datetime.fromisoformat(stored.replace("Z", "+00:00")).timestamp()
 
 
 def _file_bytes(path: str) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from plumbing.addresses import LOOPBACK_HOSTS, parse_networks
+from plumbing.destinations import Destination, DestinationError, parse_destinations
 
 PUSH_TOKEN_ENV = "AIRUDDER_RECEIVER_PUSH_TOKEN"
 API_TOKEN_ENV = "AIRUDDER_RECEIVER_API_TOKEN"
@@ -29,6 +30,9 @@ EXIT_SECONDS = 10.0
 CLOSE_SECONDS = 2.0
 # From the signal to the end of the drain.
 DRAIN_SECONDS = EXIT_SECONDS - CLOSE_SECONDS
+# Deliveries to forwarding destinations still in flight at the stop get this long (out of the drain's time);
+# the rest are cancelled and stay pending in the file.
+FORWARD_STOP_SECONDS = 1.0
 # aiohttp's wait for requests in flight comes out of the drain's time; the drain keeps at least a second.
 MAX_SHUTDOWN_TIMEOUT = DRAIN_SECONDS - 1
 
@@ -73,6 +77,8 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     backup_keep: int = 7
+    # The [[forward]] tables: where stored pushes are handed on (plumbing/destinations.py).
+    forward: tuple[Destination, ...] = ()
 
     def validate(self) -> Settings:
         _require(1 <= self.port <= 65535, f"port must be between 1 and 65535, not {self.port}")
@@ -150,6 +156,13 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
+def _destinations(raw: Any) -> tuple[Destination, ...]:
+    try:
+        return parse_destinations(raw)
+    except DestinationError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 # What --dev means, in settings: a developer watching pushes arrive on this machine.
 DEV_SETTINGS = {"log_format": "text", "log_pushes": True, "inspector": True}
 
@@ -172,6 +185,9 @@ def load(path: str | None, overrides: dict[str, Any] | None = None, *, dev: bool
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
         for name, value in raw.items():
+            if name == "forward":
+                values[name] = _destinations(value)
+                continue
             if name not in _FIELDS:
                 raise ConfigError(f"config file {file} has an unknown key {name!r}")
             values[name] = _coerce(name, value)

@@ -19,7 +19,7 @@ import aiosqlite
 import asyncpg
 
 from plumbing.settings import Settings
-from storage import pg, pg_schema
+from storage import forwarding, pg, pg_schema
 from storage.backup import Copied, Progress, copy_database
 from storage.connection import ReadConnection, open_reader, open_writer
 from storage.migrations import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version, tables
@@ -117,6 +117,8 @@ class Database:
 
         A missing or empty file becomes a new database; another program's file is refused untouched."""
         s = self._settings
+        if self.postgres and s.forward:
+            raise DatabaseUnavailable("[[forward]] needs a SQLite db_path: the PostgreSQL storage has no outbox yet")
         batches, applied = await (self._postgres_batches() if self.postgres else self._sqlite_batches())
         if applied:
             log.info("database %s migrated: %s", self.name, ", ".join(applied))
@@ -140,7 +142,8 @@ class Database:
         except (sqlite3.Error, RuntimeError) as exc:
             await writer_conn.close()
             raise DatabaseUnavailable(f"cannot prepare the database {self.path}: {exc}") from exc
-        return SqliteBatches(writer_conn, lock_wait=self.lock_wait, reopen=self.connect_writer), applied
+        route = forwarding.router(self._settings.forward)
+        return SqliteBatches(writer_conn, lock_wait=self.lock_wait, reopen=self.connect_writer, route=route), applied
 
     async def _postgres_batches(self) -> tuple[Batches, list[str]]:
         """Migrations on a connection of their own, which may wait for another receiver's; the writer opens

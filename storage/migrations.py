@@ -192,7 +192,54 @@ NAME_INDEXES = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (INITIAL, REJECTS_REPROCESSED, CALL_VIEWS, FEED_INDEXES, NAME_INDEXES)
+# The forwarding outbox. The writer adds a job per matching destination in the same transaction that stores
+# a new call or a new version of one, so a crash can never leave a stored push without its jobs. (Not
+# "deliveries": pushes.deliveries already counts how often the sender delivered a call to us.)
+FORWARDING = Migration(
+    "0006_forwarding",
+    (
+        """
+        CREATE TABLE forward_jobs (
+            id INTEGER PRIMARY KEY,
+            push_seq INTEGER NOT NULL REFERENCES pushes (seq) ON DELETE CASCADE,
+            version_id INTEGER REFERENCES push_versions (id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            destination TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_attempt_at TEXT,
+            delivered_at TEXT,
+            last_error TEXT
+        )
+        """,
+        "CREATE INDEX forward_jobs_push ON forward_jobs (push_seq)",
+        "CREATE INDEX forward_jobs_state ON forward_jobs (state, destination)",
+        "CREATE INDEX forward_jobs_due ON forward_jobs (destination, next_attempt_at) WHERE state = 'pending'",
+        """
+        CREATE TABLE forward_attempts (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL REFERENCES forward_jobs (id) ON DELETE CASCADE,
+            attempted_at TEXT NOT NULL,
+            status INTEGER,
+            seconds REAL NOT NULL,
+            error TEXT
+        )
+        """,
+        "CREATE INDEX forward_attempts_job ON forward_attempts (job_id)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    INITIAL,
+    REJECTS_REPROCESSED,
+    CALL_VIEWS,
+    FEED_INDEXES,
+    NAME_INDEXES,
+    FORWARDING,
+)
 # What ``PRAGMA user_version`` reads once this program has migrated a file.
 SCHEMA_VERSION = len(MIGRATIONS)
 

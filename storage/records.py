@@ -86,7 +86,20 @@ class ReprocessedReject:
     push: PushRecord
 
 
-Record = PushRecord | RejectRecord | WriteProbe | ReprocessedReject
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One delivery attempt of a forward job, and the job's state after it."""
+
+    job_id: int
+    attempted_at: str
+    status: int | None  # the HTTP status or the command's exit code; None when there was no answer
+    seconds: float
+    error: str | None
+    state: str  # pending (tried again at next_attempt_at), delivered or dead
+    next_attempt_at: float  # unix seconds
+
+
+Record = PushRecord | RejectRecord | WriteProbe | ReprocessedReject | AttemptRecord
 
 
 class Outcome(Enum):

@@ -24,8 +24,18 @@ from typing import Protocol
 
 import aiosqlite
 
+from storage import forwarding
 from storage.connection import run_transaction
-from storage.records import Outcome, PushRecord, Record, RejectRecord, ReprocessedReject, WriteProbe, utc_now
+from storage.records import (
+    AttemptRecord,
+    Outcome,
+    PushRecord,
+    Record,
+    RejectRecord,
+    ReprocessedReject,
+    WriteProbe,
+    utc_now,
+)
 
 log = logging.getLogger("airudder_receiver.writer")
 
@@ -307,14 +317,23 @@ class Writer:
 class SqliteBatches:
     """Batches written to SQLite on the single write connection, reopened when a failure broke it."""
 
-    def __init__(self, conn: aiosqlite.Connection, *, lock_wait: float = 0.0, reopen: Opener | None = None) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        lock_wait: float = 0.0,
+        reopen: Opener | None = None,
+        route: forwarding.Router | None = None,
+    ) -> None:
         self._conn = conn
         self._lock_wait = lock_wait
         self._reopen = reopen
+        # Which forwarding destinations take a push; None when nothing is forwarded.
+        self._route = route
 
     async def write(self, records: Sequence[Record]) -> list[Outcome]:
         # The whole batch, its look-up and its commit are one hop to the connection's thread.
-        push_outcomes = await run_transaction(self._conn, self._lock_wait, partial(_write_records, records))
+        push_outcomes = await run_transaction(self._conn, self._lock_wait, partial(_write_records, records, self._route))
         return outcomes_in_order(records, push_outcomes)
 
     async def recover(self) -> None:
@@ -337,9 +356,12 @@ class SqliteBatches:
         await self._conn.close()
 
 
-def _write_records(records: Sequence[Record], db: sqlite3.Connection) -> list[Outcome]:
+def _write_records(
+    records: Sequence[Record], route: forwarding.Router | None, db: sqlite3.Connection
+) -> list[Outcome]:
     """Inside the batch's transaction, on the connection's thread: the pushes' outcomes, in order."""
     pushes, rejects, probes, marks = split_batch(records)
+    attempts = [r for r in records if isinstance(r, AttemptRecord)]
     stored = _stored_hashes(db, pushes)
     push_outcomes, new_rows, deliveries, versions = _classify(pushes, stored)
     for start in range(0, len(new_rows), INSERT_ROWS):
@@ -349,6 +371,14 @@ def _write_records(records: Sequence[Record], db: sqlite3.Connection) -> list[Ou
         db.executemany(_COUNT_DELIVERY, deliveries)
     if versions:
         db.executemany(_INSERT_VERSION, versions)
+    # The outbox: in this same transaction, so a stored push always has its forward jobs.
+    jobs = forwarding.job_rows(route, pushes, push_outcomes) if route else []
+    if jobs:
+        db.executemany(forwarding.INSERT_JOBS, jobs)
+    if attempts:
+        inserts, updates = forwarding.attempt_rows(attempts)
+        db.executemany(forwarding.INSERT_ATTEMPT, inserts)
+        db.executemany(forwarding.UPDATE_JOB, updates)
     if rejects:
         db.executemany(
             _INSERT_REJECT,
