@@ -12,7 +12,7 @@ from aiohttp import web
 from handlers.access import read_access
 from handlers.errors import ApiError
 from handlers.keys import READERS
-from storage import queries
+from storage import forwarding, queries
 from storage.connection import ReadConnection
 from storage.filters import EXACT_FILTERS, TIME_FILTERS, parse_after, parse_int, parse_push_filter
 
@@ -20,6 +20,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 PUSH_PARAMS = (*EXACT_FILTERS, *TIME_FILTERS, "after", "before", "order", "limit")
 REJECT_PARAMS = ("reason", "after", "limit")
+DELIVERY_PARAMS = ("destination", "state", "call_id", "after", "limit")
 
 
 def json_response(data: Any) -> web.Response:
@@ -94,4 +95,20 @@ async def list_rejects(request: web.Request) -> web.Response:
     limit = page_limit(params)
     async with reader(request) as conn:
         items = await queries.page_rejects(conn, after, limit, params.get("reason"))
+    return page(items, "id")
+
+
+@read_access
+async def list_deliveries(request: web.Request) -> web.Response:
+    params = query_params(request, DELIVERY_PARAMS)
+    for name in ("destination", "call_id"):
+        if params.get(name) == "":
+            raise ApiError(400, "invalid_parameter", f"{name} must not be empty")
+    state = params.get("state")
+    if state is not None and state not in forwarding.STATES:
+        raise ApiError(400, "invalid_parameter", f"state must be one of {', '.join(forwarding.STATES)}, not {state!r}")
+    job_filter = forwarding.JobFilter(params.get("destination"), state, params.get("call_id"), parse_after(params))
+    limit = page_limit(params)
+    async with reader(request) as conn:
+        items = await forwarding.page_jobs(conn, job_filter, limit)
     return page(items, "id")

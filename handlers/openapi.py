@@ -7,9 +7,18 @@ from typing import Any
 from aiohttp import web
 
 from handlers.access import read_access
-from handlers.api import DEFAULT_LIMIT, MAX_LIMIT, PUSH_PARAMS, REJECT_PARAMS, json_response, query_params
+from handlers.api import (
+    DEFAULT_LIMIT,
+    DELIVERY_PARAMS,
+    MAX_LIMIT,
+    PUSH_PARAMS,
+    REJECT_PARAMS,
+    json_response,
+    query_params,
+)
 from handlers.keys import SETTINGS
 from storage.filters import EXACT_FILTERS, MAX_SEQ, ORDERS
+from storage.forwarding import ATTEMPT_COLUMNS, JOB_COLUMNS, STATES
 from storage.queries import PUSH_COLUMNS, REJECT_COLUMNS
 
 _TEXT = {"type": "string"}
@@ -35,7 +44,7 @@ _PARAMETER_DOCS = {
     "since": ("received at or after this time (ISO 8601, e.g. 2026-11-24 or 2026-11-24T19:47:09Z; UTC unless "
               "an offset is given, written %2B02:00 in a URL)", _TIME),
     "until": ("received before this time (ISO 8601, as since); an until at or before since matches nothing", _TIME),
-    "after": ("cursor: only items after this seq (pushes) or id (rejects); 0 starts at the beginning",
+    "after": ("cursor: only items after this seq (pushes) or id (rejects, deliveries); 0 starts at the beginning",
               {**_INT, "minimum": 0, "maximum": MAX_SEQ}),
     "before": ("only pushes with a seq below this (with order=newest: pass the page's next_before)",
                {**_INT, "minimum": 1, "maximum": MAX_SEQ}),
@@ -43,6 +52,8 @@ _PARAMETER_DOCS = {
               "next_after", {"type": "string", "enum": list(ORDERS)}),
     "limit": (f"page size, default {DEFAULT_LIMIT}", {**_INT, "minimum": 1, "maximum": MAX_LIMIT}),
     "reason": ("only rejects with this reason, e.g. invalid_json", _TEXT),
+    "destination": ("only deliveries to this forwarding destination (its name in config.toml)", _NAME),
+    "state": ("only deliveries in this state", {"type": "string", "enum": list(STATES)}),
 }  # fmt: skip
 
 
@@ -69,7 +80,7 @@ _ERRORS = {
     "403": _json("without api_token: the Host header does not name this machine or one of allowed_hosts", _ERROR),
     "503": _json("no read connection came free in time (readers_busy); retry after Retry-After", _ERROR),
 }
-_INT_COLUMNS = {"seq", "deliveries", "id", "reprocessed_seq"}
+_INT_COLUMNS = {"seq", "deliveries", "id", "reprocessed_seq", "version", "attempts"}
 
 
 def _columns(names: tuple[str, ...]) -> dict[str, Any]:
@@ -144,6 +155,40 @@ _DOCUMENT: dict[str, Any] = {
                                 "type": "array",
                                 "items": {"type": "object", "properties": {"received_at": _TEXT, "body": {}}},
                             },
+                            "forwarding": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/DeliveryWithAttempts"},
+                            },
+                        },
+                    },
+                ]
+            },
+            "Delivery": {
+                **_columns(JOB_COLUMNS),
+                "description": "one push body (version 0: as first stored; n: its n-th differing body) for one"
+                " forwarding destination; state pending (next_attempt_at set), delivered or dead",
+            },
+            "DeliveryWithAttempts": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Delivery"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "history": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": dict(
+                                        zip(
+                                            ATTEMPT_COLUMNS,
+                                            (_TEXT, {"type": ["integer", "null"]}, {"type": "number"}, _NULLABLE_TEXT),
+                                            strict=True,
+                                        )
+                                    ),
+                                    "description": "status: the HTTP status or exit code, null without an answer;"
+                                    " seconds: how long the attempt took",
+                                },
+                            }
                         },
                     },
                 ]
@@ -164,7 +209,7 @@ _DOCUMENT: dict[str, Any] = {
         },
         "/api/pushes/{workflow_id}/{node_id}/{call_id}": {
             "get": {
-                "summary": "one call: typed columns, the body as received (null once purged), versions",
+                "summary": "one call: typed columns, the body as received (null once purged), versions, deliveries",
                 "parameters": [_path("workflow_id"), _path("node_id"), _path("call_id")],
                 "responses": {
                     "200": _json("the push", {"$ref": "#/components/schemas/PushDetail"}),
@@ -185,6 +230,13 @@ _DOCUMENT: dict[str, Any] = {
                 "summary": "refused requests in arrival order, one keyset page",
                 "parameters": _query(REJECT_PARAMS),
                 "responses": {"200": _json("a page", _page("Reject", ("next_after",))), **_ERRORS},
+            }
+        },
+        "/api/deliveries": {
+            "get": {
+                "summary": "deliveries to forwarding destinations in the order they were created, one keyset page",
+                "parameters": _query(DELIVERY_PARAMS),
+                "responses": {"200": _json("a page", _page("Delivery", ("next_after",))), **_ERRORS},
             }
         },
         "/api/events": {

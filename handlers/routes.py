@@ -27,6 +27,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/api/pushes/{workflow_id}/{node_id}/{call_id}", api.show_push)
     app.router.add_get("/api/stats", api.show_stats)
     app.router.add_get("/api/rejects", api.list_rejects)
+    app.router.add_get("/api/deliveries", api.list_deliveries)
     app.router.add_get("/api/openapi.json", openapi.openapi)
     app.router.add_get("/api/events", push_events)
     if settings.inspector:

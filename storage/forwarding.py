@@ -17,7 +17,7 @@ from typing import Any
 import aiosqlite
 
 from plumbing.destinations import Destination
-from storage.connection import read_snapshot, write_transaction
+from storage.connection import ReadConnection, read_snapshot, write_transaction
 from storage.records import AttemptRecord, Outcome, PushRecord, utc_text
 
 STATES = ("pending", "delivered", "dead")
@@ -185,7 +185,14 @@ class JobFilter:
     after: int = 0
 
 
-async def page_jobs(conn: aiosqlite.Connection, job_filter: JobFilter, limit: int) -> list[dict[str, Any]]:
+def has_outbox(conn: ReadConnection) -> bool:
+    """The PostgreSQL storage has no outbox (a server with [[forward]] refuses to start on it): nothing to read."""
+    return isinstance(conn, aiosqlite.Connection)
+
+
+async def page_jobs(conn: ReadConnection, job_filter: JobFilter, limit: int) -> list[dict[str, Any]]:
+    if not has_outbox(conn):
+        return []
     clauses: list[str] = ["j.id > ?"]
     params: list[Any] = [job_filter.after]
     for clause, value in (
@@ -202,8 +209,10 @@ async def page_jobs(conn: aiosqlite.Connection, job_filter: JobFilter, limit: in
     return [_job(row) for row in rows]
 
 
-async def jobs_of_push(conn: aiosqlite.Connection, seq: int) -> list[dict[str, Any]]:
+async def jobs_of_push(conn: ReadConnection, seq: int) -> list[dict[str, Any]]:
     """A push's jobs, each with its attempts oldest first (call inside the caller's read snapshot)."""
+    if not has_outbox(conn):
+        return []
     jobs = [
         _job(row) for row in await conn.execute_fetchall(f"{_SELECT_JOBS} WHERE j.push_seq = ? ORDER BY j.id", (seq,))
     ]

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from storage import forwarding
 from storage.connection import ReadConnection, read_snapshot
 from storage.filters import PushFilter
 
@@ -104,7 +105,8 @@ async def page_pushes(conn: ReadConnection, push_filter: PushFilter, limit: int)
 
 
 async def push_detail(conn: ReadConnection, workflow_id: str, node_id: str, call_id: str) -> dict[str, Any] | None:
-    """One call: typed columns, the body as received (null once purged), and any differing versions."""
+    """One call: typed columns, the body as received (null once purged), any differing versions, and its
+    deliveries to forwarding destinations."""
     async with read_snapshot(conn):  # the push and its versions from the same commit
         async with conn.execute(
             f"SELECT {', '.join(PUSH_COLUMNS)}, body FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?",
@@ -117,7 +119,10 @@ async def push_detail(conn: ReadConnection, workflow_id: str, node_id: str, call
         versions = await conn.execute_fetchall(
             "SELECT received_at, body FROM push_versions WHERE push_seq = ? ORDER BY id", (push["seq"],)
         )
+        forwarding_jobs = await forwarding.jobs_of_push(conn, push["seq"])
     push["versions"] = [push_row(version) for version in versions]
+    # Each delivery of the push (and of its versions) to a forwarding destination, with its attempts.
+    push["forwarding"] = forwarding_jobs
     return push
 
 

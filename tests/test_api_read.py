@@ -31,7 +31,8 @@ async def test_one_push_has_body_metadata_and_versions(make_client: ClientFactor
     assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
     await post_push(client, sample(intention="F"))
     push = await get_json(client, f"/api/pushes/{KEY}")
-    assert tuple(push) == (*PUSH_COLUMNS, "body", "versions")
+    assert tuple(push) == (*PUSH_COLUMNS, "body", "versions", "forwarding")
+    assert push["forwarding"] == []  # no destination is configured
     assert push["body"] == orjson.loads(SAMPLE_BYTES)
     assert push["deliveries"] == 3
     (version,) = push["versions"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,20 @@ def test_shipped_config_lists_every_key_with_its_default(monkeypatch: pytest.Mon
     monkeypatch.delenv(API_TOKEN_ENV, raising=False)
     shipped = tomllib.loads((ROOT / "config.toml").read_text())
     defaults = Settings()
-    assert set(shipped) == set(defaults.__dataclass_fields__)
+    # forward is a list of tables, shown commented out (an empty list cannot be written beside them).
+    assert set(shipped) == set(defaults.__dataclass_fields__) - {"forward"}
     assert load(str(ROOT / "config.toml")) == defaults
+
+
+def test_shipped_forward_examples_load_once_uncommented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (ROOT / "config.toml").read_text()
+    example = "\n".join(line.removeprefix("# ") for line in text[text.index("# [[forward]]") :].splitlines())
+    monkeypatch.setenv("CRM_WEBHOOK_SECRET", "whsec_" + "A" * 44)
+    config = tmp_path / "c.toml"
+    config.write_text(example)
+    crm, backoffice = load(str(config)).forward
+    assert (crm.name, crm.max_attempts, crm.filter, len(crm.secret)) == ("crm", 21, (("intention", ("A", "B")),), 33)
+    assert backoffice.command == ("/usr/local/bin/import-call", "--queue", "collections")
 
 
 def test_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,6 +86,20 @@ def test_environment_sets_the_api_token(tmp_path: Path, monkeypatch: pytest.Monk
         ('push_token = "a b"\n', "push_token may contain only"),
         ('push_token = "a#b"\n', "push_token may contain only"),
         ('api_token = "read?me"\n', "api_token may contain only"),
+        ('forward = "x"\n', "forward must be written as [[forward]] tables"),
+        ('[[forward]]\nurl = "http://h/"\n', "forward table 1 needs a name of 1 to 40"),
+        ('[[forward]]\nname = "crm"\n', "forward destination 'crm' needs exactly one of url and command"),
+        ('[[forward]]\nname = "crm"\nurl = "ftp://h/"\n', "url must be an http:// or https:// address"),
+        ('[[forward]]\nname = "crm"\nurl = "http://h/"\n', "'crm' needs a secret (or secret_env)"),
+        ('[[forward]]\nname = "crm"\nurl = "http://h/"\nsecret = "hunter2"\n', "must be whsec_ followed"),
+        ('[[forward]]\nname = "crm"\nurl = "http://h/"\nsecret_env = "NOT_SET_ANYWHERE"\n', "is not set"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nmax_attempts = 0\n', "max_attempts must be between 1"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\ntimeout = "10s"\n', "timeout must be a number of seconds"),
+        ('[[forward]]\nname = "c"\ncommand = "x"\n', "command must be a list of strings"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nfilter = { caller = "1" }\n', "filter may name workflow_id"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nretries = 3\n', "'c' has an unknown key 'retries'"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\n[[forward]]\nname = "c"\ncommand = ["y"]\n', "used twice"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nbackoff_base = 10\nbackoff_cap = 5\n', "at most backoff_cap"),
     ],
 )
 def test_bad_config_is_one_sentence_and_exit_2(
@@ -82,13 +109,20 @@ def test_bad_config_is_one_sentence_and_exit_2(
     monkeypatch.delenv(API_TOKEN_ENV, raising=False)
     config = tmp_path / "bad.toml"
     config.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load(str(config))
     assert server.main(["serve", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
     assert err.count("\n") == 1
+
+
+def test_a_bad_forward_secret_is_not_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[[forward]]\nname = "crm"\nurl = "http://h/"\nsecret = "whsec_s3cretbutshort"\n')
+    assert server.main(["serve", "--config", str(config)]) == 2
+    assert "s3cret" not in capsys.readouterr().err
 
 
 def test_address_lists_are_read_from_toml_lists(tmp_path: Path) -> None:

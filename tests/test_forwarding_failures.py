@@ -1,0 +1,192 @@
+"""Forwarding when things go wrong: dead deliveries and retry-dead, kill -9 mid-delivery, a destination
+down while pushes keep arriving. Each test prints its figures (``pytest -s`` shows them)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import rows, sample
+from tests.downstream import Behaviour, Downstream
+from tests.forward_helpers import all_delivered, forward_config, job_states, new_secret, until
+from tests.load import Tally, deliver_all
+from tests.process import ROOT, get, running_server
+
+pytestmark = pytest.mark.failure
+
+FAST = {"backoff_base": 0.05, "backoff_cap": 0.5}
+# How long the outage test keeps its destination down. The issue asks for a minute; FORWARD_OUTAGE_SECONDS
+# shortens it on a developer's machine (the full minute runs in make test).
+OUTAGE_SECONDS = float(os.environ.get("FORWARD_OUTAGE_SECONDS", "60"))
+
+
+def report(name: str, **figures: object) -> None:
+    print(f"\n[{name}] " + ", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in figures.items()))
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), *args], capture_output=True, text=True, timeout=30, cwd=cwd
+    )
+
+
+async def test_dead_after_max_attempts_then_retry_dead_delivers(tmp_path: Path) -> None:
+    downstream = Downstream(behaviours={"/in": Behaviour(status=500)})
+    await downstream.start()
+    config = forward_config(
+        tmp_path / "config.toml",
+        {"name": "crm", "url": downstream.url("/in"), "secret": new_secret(), "max_attempts": 3, **FAST},
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            tally = Tally()
+            await deliver_all(f"{server.url}/push", [f"d-{n}" for n in range(10)], tally)
+            await until(lambda: job_states(db_path) == {"dead": 10}, 30, "every delivery dead")
+            assert set(downstream.ids("/in").values()) == {3}  # exactly max_attempts each
+            status, body = get(f"{server.url}/api/deliveries?state=dead&limit=4")
+            page = orjson.loads(body)
+            assert status == 200
+            assert [item["attempts"] for item in page["items"]] == [3] * 4
+            assert page["items"][0]["last_error"] == "HTTP 500"
+            await until(lambda: 'airudder_receiver_forward_dead{destination="crm"} 10.0' in metrics(server.url), 15,
+                        "the dead gauge")  # fmt: skip
+            shown = await asyncio.to_thread(cli, "forward", "status", "--config", str(config), "--db", str(db_path),
+                                            cwd=tmp_path)  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            assert "crm" in shown.stdout
+            assert "last error: HTTP 500" in shown.stdout
+
+            downstream.behaviours["/in"] = Behaviour(status=200)
+            replayed = await asyncio.to_thread(cli, "forward", "retry-dead", "--db", str(db_path), cwd=tmp_path)
+            assert replayed.returncode == 0, replayed.stderr
+            assert "put 10 deliveries back in line" in replayed.stdout
+            await until(all_delivered(db_path, 10), 15, "every dead delivery delivered after retry-dead")
+            one = f"{server.url}/api/pushes/{sample()['workflow_id']}/{sample()['node_id']}/d-0"
+            (job,) = orjson.loads(get(one)[1])["forwarding"]
+            assert [a["status"] for a in job["history"]] == [500, 500, 500, 200]
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+    assert set(downstream.ids("/in").values()) == {4}
+
+
+def metrics(url: str) -> str:
+    return get(f"{url}/metrics")[1].decode()
+
+
+async def test_kill_9_mid_delivery_loses_no_pending_delivery(tmp_path: Path) -> None:
+    downstream = Downstream(behaviours={"/in": Behaviour(delay=0.05)})
+    await downstream.start()
+    concurrency = 4
+    config = forward_config(
+        tmp_path / "config.toml",
+        {"name": "crm", "url": downstream.url("/in"), "secret": new_secret(), "concurrency": concurrency},
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    first, second = [f"k-{n}" for n in range(400)], [f"later-{n}" for n in range(200)]
+    tally = Tally()
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            await deliver_all(f"{server.url}/push", first, tally)
+            # More pushes arriving while deliveries run: their jobs must survive the kill with them.
+            load = asyncio.create_task(deliver_all(f"{server.url}/push", second, tally, concurrency=4))
+            await until(lambda: len(downstream.received) >= 100, 30, "deliveries under way")
+            received_at_kill = len(downstream.received)
+            assert await asyncio.to_thread(server.stop, signal.SIGKILL) == -signal.SIGKILL
+            await load
+        acknowledged = tally.acknowledged
+        stored = {row[0] for row in rows(db_path, "SELECT call_id FROM pushes")}
+        assert acknowledged <= stored
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            await until(all_delivered(db_path, len(stored)), 60, "every stored push delivered after the restart")
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+    by_call = Counter(orjson.loads(r.body)["call"]["call_id"] for r in downstream.received)
+    assert set(by_call) == stored
+    repeats = sum(count - 1 for count in by_call.values())
+    report(
+        "forward kill -9",
+        stored=len(stored),
+        delivered_before_kill=received_at_kill,
+        deliveries=len(downstream.received),
+        repeated=repeats,
+        in_flight_limit=concurrency,
+    )
+    # Only the deliveries in flight at the kill (sent, but their outcome not yet committed) can repeat.
+    assert repeats <= concurrency
+
+
+def push_seconds(tally: Tally) -> tuple[float, float]:
+    """Pushes per second over the run, and the 99th percentile answer time."""
+    answers = tally.answers
+    span = max(a.started + a.seconds for a in answers) - min(a.started for a in answers)
+    return len(answers) / span, statistics.quantiles([a.seconds for a in answers], n=100)[98]
+
+
+async def test_a_dead_destination_slows_no_push_and_gets_everything_when_back(tmp_path: Path) -> None:
+    downstream = Downstream()  # not started: the port refuses connections
+    db_path_off, db_path_on = tmp_path / "off.sqlite3", tmp_path / "on.sqlite3"
+    config = forward_config(
+        tmp_path / "config.toml",
+        {"name": "crm", "url": downstream.url("/in"), "secret": new_secret(), "backoff_base": 0.2, "backoff_cap": 2},
+    )
+    count = 2000
+    figures: dict[str, tuple[float, float]] = {}
+    # Off, on, then off and on again: the machine's noise hits both sides alike.
+    for round_number in range(2):
+        with running_server(tmp_path, db_path_off) as server:
+            tally = Tally()
+            await deliver_all(f"{server.url}/push", [f"off{round_number}-{n}" for n in range(count)], tally)
+            assert tally.statuses == {200: count}
+            figures[f"off{round_number}"] = push_seconds(tally)
+            assert server.stop() == 0
+    with running_server(tmp_path, db_path_on, "--config", str(config)) as server:
+        outage_started = time.monotonic()
+        tally = Tally()
+        await deliver_all(f"{server.url}/push", [f"on-{n}" for n in range(count)], tally)
+        assert tally.statuses == {200: count}
+        figures["on"] = push_seconds(tally)
+        assert job_states(db_path_on) == {"pending": count}
+        await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - outage_started)))
+        assert job_states(db_path_on) == {"pending": count}
+        came_back = time.monotonic()
+        await downstream.start()
+        try:
+            await until(all_delivered(db_path_on, count), 60, "every push delivered once the destination is back")
+            caught_up = time.monotonic() - came_back
+            attempts_while_down = rows(db_path_on, "SELECT count(*) FROM forward_attempts WHERE status IS NULL")[0][0]
+            assert server.stop() == 0
+        finally:
+            await downstream.stop()
+    assert len(downstream.ids("/in")) == count
+    off_rate = statistics.mean(figures[f"off{n}"][0] for n in range(2))
+    off_p99 = max(figures[f"off{n}"][1] for n in range(2))
+    on_rate, on_p99 = figures["on"]
+    report(
+        "dead destination",
+        outage_seconds=OUTAGE_SECONDS,
+        pushes=count,
+        rate_off=f"{off_rate:.0f}/s",
+        rate_on=f"{on_rate:.0f}/s",
+        p99_off=f"{off_p99 * 1000:.1f} ms",
+        p99_on=f"{on_p99 * 1000:.1f} ms",
+        attempts_while_down=attempts_while_down,
+        caught_up_seconds=f"{caught_up:.1f}",
+    )
+    # Within noise on a shared machine: the same rate within a quarter, p99 within half again plus 20 ms.
+    assert on_rate >= 0.75 * off_rate
+    assert on_p99 <= 1.5 * off_p99 + 0.02
+    # The destination was probed on its schedule, not hammered once per waiting push.
+    assert attempts_while_down <= OUTAGE_SECONDS / 1.0 + 10
