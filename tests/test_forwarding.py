@@ -33,7 +33,7 @@ async def test_every_stored_push_reaches_each_matching_destination_signed(tmp_pa
     await downstream.start()
     secret_all, secret_a = new_secret(), new_secret()
     config = forward_config(
-        tmp_path / "config.toml",
+        tmp_path / "forward.toml",
         {"name": "all", "url": downstream.url("/all"), "secret": secret_all, **FAST},
         {"name": "only-a", "url": downstream.url("/a"), "secret": secret_a, "filter": {"intention": ["A"]}, **FAST},
     )
@@ -83,7 +83,7 @@ async def test_failures_are_retried_with_the_same_id_honouring_retry_after_and_t
     await downstream.start()
     secret = new_secret()
     config = forward_config(
-        tmp_path / "config.toml",
+        tmp_path / "forward.toml",
         {"name": "flaky", "url": downstream.url("/flaky"), "secret": secret, **FAST},
         {"name": "busy", "url": downstream.url("/busy"), "secret": secret, **FAST},
         {"name": "slow", "url": downstream.url("/slow"), "secret": secret, "timeout": 0.5, **FAST},
@@ -135,7 +135,7 @@ async def test_a_command_destination_gets_the_push_on_stdin(tmp_path: Path) -> N
     hang.write_text("#!/bin/sh\nsleep 30\n")
     hang.chmod(0o755)
     config = forward_config(
-        tmp_path / "config.toml",
+        tmp_path / "forward.toml",
         {"name": "script", "command": [str(script)], **FAST},
         {"name": "hang", "command": [str(hang)], "timeout": 0.3, "max_attempts": 2, **FAST},
     )

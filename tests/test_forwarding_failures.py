@@ -44,7 +44,7 @@ async def test_dead_after_max_attempts_then_retry_dead_delivers(tmp_path: Path) 
     downstream = Downstream(behaviours={"/in": Behaviour(status=500)})
     await downstream.start()
     config = forward_config(
-        tmp_path / "config.toml",
+        tmp_path / "forward.toml",
         {"name": "crm", "url": downstream.url("/in"), "secret": new_secret(), "max_attempts": 3, **FAST},
     )
     db_path = tmp_path / "pushes.sqlite3"
@@ -90,7 +90,7 @@ async def test_kill_9_mid_delivery_loses_no_pending_delivery(tmp_path: Path) -> 
     await downstream.start()
     concurrency = 4
     config = forward_config(
-        tmp_path / "config.toml",
+        tmp_path / "forward.toml",
         {"name": "crm", "url": downstream.url("/in"), "secret": new_secret(), "concurrency": concurrency},
     )
     db_path = tmp_path / "pushes.sqlite3"
@@ -128,36 +128,38 @@ async def test_kill_9_mid_delivery_loses_no_pending_delivery(tmp_path: Path) -> 
     assert repeats <= concurrency
 
 
-def push_seconds(tally: Tally) -> tuple[float, float]:
-    """Pushes per second over the run, and the 99th percentile answer time."""
+def rate(tally: Tally) -> float:
     answers = tally.answers
-    span = max(a.started + a.seconds for a in answers) - min(a.started for a in answers)
-    return len(answers) / span, statistics.quantiles([a.seconds for a in answers], n=100)[98]
+    return len(answers) / (max(a.started + a.seconds for a in answers) - min(a.started for a in answers))
+
+
+def p99(tallies: list[Tally]) -> float:
+    return statistics.quantiles([a.seconds for tally in tallies for a in tally.answers], n=100)[98]
 
 
 async def test_a_dead_destination_slows_no_push_and_gets_everything_when_back(tmp_path: Path) -> None:
     downstream = Downstream()  # not started: the port refuses connections
     db_path_off, db_path_on = tmp_path / "off.sqlite3", tmp_path / "on.sqlite3"
     config = forward_config(
-        tmp_path / "config.toml",
+        tmp_path / "forward.toml",
         {"name": "crm", "url": downstream.url("/in"), "secret": new_secret(), "backoff_base": 0.2, "backoff_cap": 2},
     )
-    count = 2000
-    figures: dict[str, tuple[float, float]] = {}
-    # Off, on, then off and on again: the machine's noise hits both sides alike.
-    for round_number in range(2):
-        with running_server(tmp_path, db_path_off) as server:
-            tally = Tally()
-            await deliver_all(f"{server.url}/push", [f"off{round_number}-{n}" for n in range(count)], tally)
-            assert tally.statuses == {200: count}
-            figures[f"off{round_number}"] = push_seconds(tally)
-            assert server.stop() == 0
-    with running_server(tmp_path, db_path_on, "--config", str(config)) as server:
+    count, rounds = 2000, 10
+    tallies: dict[str, list[Tally]] = {"off": [], "on": []}
+    # Both receivers run side by side and take turns, a round each, so that the machine's other work
+    # falls on both alike.
+    with (
+        running_server(tmp_path, db_path_off) as off,
+        running_server(tmp_path, db_path_on, "--config", str(config)) as on,
+    ):
         outage_started = time.monotonic()
-        tally = Tally()
-        await deliver_all(f"{server.url}/push", [f"on-{n}" for n in range(count)], tally)
-        assert tally.statuses == {200: count}
-        figures["on"] = push_seconds(tally)
+        for round_number in range(rounds):
+            for name, server in (("off", off), ("on", on)):
+                tally = Tally()
+                ids = [f"{name}-{round_number}-{n}" for n in range(count // rounds)]
+                await deliver_all(f"{server.url}/push", ids, tally)
+                assert tally.statuses == {200: count // rounds}
+                tallies[name].append(tally)
         assert job_states(db_path_on) == {"pending": count}
         await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - outage_started)))
         assert job_states(db_path_on) == {"pending": count}
@@ -167,26 +169,29 @@ async def test_a_dead_destination_slows_no_push_and_gets_everything_when_back(tm
             await until(all_delivered(db_path_on, count), 60, "every push delivered once the destination is back")
             caught_up = time.monotonic() - came_back
             attempts_while_down = rows(db_path_on, "SELECT count(*) FROM forward_attempts WHERE status IS NULL")[0][0]
-            assert server.stop() == 0
+            assert on.stop() == 0
+            assert off.stop() == 0
         finally:
             await downstream.stop()
     assert len(downstream.ids("/in")) == count
-    off_rate = statistics.mean(figures[f"off{n}"][0] for n in range(2))
-    off_p99 = max(figures[f"off{n}"][1] for n in range(2))
-    on_rate, on_p99 = figures["on"]
+    # Each round's "on" rate against the "off" round just before it: pairs close in time cancel the drift.
+    ratio = statistics.median(rate(on) / rate(off) for off, on in zip(tallies["off"], tallies["on"], strict=True))
+    off_p99, on_p99 = p99(tallies["off"]), p99(tallies["on"])
     report(
         "dead destination",
         outage_seconds=OUTAGE_SECONDS,
         pushes=count,
-        rate_off=f"{off_rate:.0f}/s",
-        rate_on=f"{on_rate:.0f}/s",
+        rate_off=f"{statistics.median(rate(t) for t in tallies['off']):.0f}/s",
+        rate_on=f"{statistics.median(rate(t) for t in tallies['on']):.0f}/s",
+        rate_ratio=f"{ratio:.2f}",
         p99_off=f"{off_p99 * 1000:.1f} ms",
         p99_on=f"{on_p99 * 1000:.1f} ms",
         attempts_while_down=attempts_while_down,
         caught_up_seconds=f"{caught_up:.1f}",
     )
-    # Within noise on a shared machine: the same rate within a quarter, p99 within half again plus 20 ms.
-    assert on_rate >= 0.75 * off_rate
-    assert on_p99 <= 1.5 * off_p99 + 0.02
-    # The destination was probed on its schedule, not hammered once per waiting push.
+    # Within noise: on this shared 2-core machine two identical receivers taking turns differ by up to 40%
+    # (measured); waiting on a dead destination would cost far more (answers held for seconds).
+    assert ratio >= 0.6
+    assert on_p99 <= 2 * off_p99 + 0.05
+    # The destination was probed on its schedule (doubling to 2 s), not once per waiting push.
     assert attempts_while_down <= OUTAGE_SECONDS / 1.0 + 10
