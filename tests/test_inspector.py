@@ -168,3 +168,28 @@ def test_with_an_api_token_the_page_asks_for_it_then_shows_pushes_live(tmp_path:
         expect(page.locator("#live")).to_have_text("live")
         assert server.stop() == 0
     assert TOKEN not in server.log()
+
+
+def test_a_call_shows_its_forwarding_state(tmp_path: Path, page: Page) -> None:
+    config = tmp_path / "forward.toml"
+    config.write_text(
+        '[[forward]]\nname = "archive"\ncommand = ["true"]\n\n'
+        '[[forward]]\nname = "broken"\ncommand = ["false"]\nmax_attempts = 1\n'
+    )
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--dev", "--config", str(config)) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        page.goto(f"{server.url}/")
+        page.locator("#pushes tbody tr").first.click()
+        deliveries = page.locator("#detail-pane .forward")
+        expect(deliveries).to_have_count(2)
+        # The page shows what the API says when it is opened: reopen until both deliveries are settled.
+        for _ in range(50):
+            if get(f"{server.url}/api/deliveries?state=pending")[1].count(b'"id"') == 0:
+                break
+            page.wait_for_timeout(100)
+        page.locator("#pushes tbody tr").first.click()
+        expect(deliveries.nth(0).locator(".state")).to_have_text("delivered")
+        expect(deliveries.nth(0)).to_contain_text("archive · 1 attempt(s)")
+        expect(deliveries.nth(1).locator(".state")).to_have_text("dead")
+        expect(deliveries.nth(1).locator(".attempts li")).to_contain_text("1 · ")
+        expect(deliveries.nth(1).locator(".attempts li")).to_contain_text("exit 1")

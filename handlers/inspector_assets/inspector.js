@@ -318,6 +318,24 @@ function table(items, columns, empty) {
   return el("table", { class: "small" }, el("thead", {}, head), body);
 }
 
+function forwarding(jobs) {
+  // Each delivery of this call to a [[forward]] destination, with every attempt.
+  if (!jobs || !jobs.length) return el("p", { class: "none", text: "Not forwarded: no [[forward]] destination takes this call." });
+  const list = el("ul", { class: "forwards" });
+  for (const job of jobs) {
+    const about = [job.destination, job.version ? `version ${job.version}` : "", `${job.attempts} attempt(s)`,
+      job.next_attempt_at ? `next at ${shortTime(job.next_attempt_at)}` : ""].filter(Boolean).join(" · ");
+    const tries = (job.history || []).map((a) => el("li", {
+      text: `${shortTime(a.attempted_at)} · ${a.status ?? "no answer"} · ${Math.round(a.seconds * 1000)} ms${a.error ? ` · ${a.error}` : ""}`,
+    }));
+    list.append(el("li", { class: "forward" },
+      el("span", { class: `state ${job.state}`, text: job.state }),
+      el("span", { text: ` ${about}` }),
+      el("ol", { class: "attempts" }, ...tries)));
+  }
+  return list;
+}
+
 function showDetail(push) {
   const body = push.body || {};
   const call = body.call || {};
@@ -342,6 +360,7 @@ function showDetail(push) {
       ["Call id", push.call_id],
       ["Warnings", (push.warnings || []).join("; ")],
     ]),
+    section("Forwarding", forwarding(push.forwarding)),
     section("Labels", chips(call.multi_label, "No labels.")),
     section("Slots", chips(call.ner_slots, "No slots.")),
     section("Transcript", transcript(call.asr_result)),
