@@ -11,7 +11,7 @@ import orjson
 import pytest
 from hypothesis import strategies as st
 
-from handlers.api import PUSH_PARAMS, REJECT_PARAMS
+from handlers.api import DELIVERY_PARAMS, PUSH_PARAMS, REJECT_PARAMS
 from handlers.keys import READERS, SETTINGS
 from handlers.openapi import TIME_PATTERN, document
 from plumbing.settings import Settings
@@ -119,6 +119,7 @@ def test_openapi_documents_every_api_route_and_parameter() -> None:
     query = {path: [p["name"] for p in OPENAPI["paths"][path]["get"]["parameters"]] for path in served}
     assert query["/api/pushes"] == list(PUSH_PARAMS)
     assert query["/api/rejects"] == list(REJECT_PARAMS)
+    assert query["/api/deliveries"] == list(DELIVERY_PARAMS)
 
 
 async def test_openapi_declares_the_security_the_server_applies(make_client: ClientFactory) -> None:
