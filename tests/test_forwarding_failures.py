@@ -195,3 +195,30 @@ async def test_a_dead_destination_slows_no_push_and_gets_everything_when_back(tm
     assert on_p99 <= 2 * off_p99 + 0.05
     # The destination was probed on its schedule (doubling to 2 s), not once per waiting push.
     assert attempts_while_down <= OUTAGE_SECONDS / 1.0 + 10
+
+
+async def test_sigterm_with_deliveries_hanging_exits_in_budget_and_keeps_them_pending(tmp_path: Path) -> None:
+    downstream = Downstream(behaviours={"/in": Behaviour(hang_first=30)})
+    await downstream.start()
+    config = forward_config(
+        tmp_path / "forward.toml",
+        {"name": "crm", "url": downstream.url("/in"), "secret": new_secret(), "timeout": 25},
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            await deliver_all(f"{server.url}/push", [f"t-{n}" for n in range(10)], Tally())
+            await until(lambda: len(downstream.received) == 4, 10, "four deliveries hanging (the concurrency)")
+            started = time.monotonic()
+            assert await asyncio.to_thread(server.stop, signal.SIGTERM, 10.0) == 0
+            took = time.monotonic() - started
+        assert job_states(db_path) == {"pending": 10}
+        assert rows(db_path, "SELECT count(*) FROM forward_attempts")[0][0] == 0
+        downstream.behaviours["/in"] = Behaviour()
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            await until(all_delivered(db_path, 10), 20, "every delivery made after the restart")
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+    report("forward SIGTERM", stopped_in=f"{took:.2f}s", deliveries=len(downstream.received))
+    assert took < 10
