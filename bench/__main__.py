@@ -26,6 +26,7 @@ from bench.servers import (
     last_seq,
     measure,
     remove_database,
+    running_sink,
 )
 from bench.writer_alone import WriterRun, writer_alone
 from bench.wrk import feed_arguments, push_arguments
@@ -45,7 +46,13 @@ def _report(tag: str, run: Run) -> Run:
     print(
         f"  {tag:<12} ({run.server.label}) {run.load.rate:8.0f} req/s  p50 {run.load.p50_ms:6.2f} ms"
         f"  p99 {run.load.p99_ms:6.2f} ms  max {run.load.max_ms:6.1f} ms  non-2xx {run.load.non_2xx}"
-        f"  rss {run.peak_rss_mb:.0f} MB  cpu {run.cpu_us_per_request:.0f} us/req",
+        f"  rss {run.peak_rss_mb:.0f} MB  cpu {run.cpu_us_per_request:.0f} us/req"
+        + (
+            f"  forwarded {run.forwarded.delivered}/{run.forwarded.jobs}, latency p50 {run.forwarded.p50_ms:.0f} ms"
+            f" p99 {run.forwarded.p99_ms:.0f} ms"
+            if run.forwarded
+            else ""
+        ),
         flush=True,
     )
     return run
@@ -60,10 +67,11 @@ def _once(
     seconds: int | None = None,
     *,
     new_connections: bool = False,
+    sink_url: str = "",
 ) -> Run:
     load = plan.load if seconds is None else dataclasses.replace(plan.load, seconds=seconds)
     arguments = push_arguments(template, load.duplicates, tag, new_connections=new_connections)
-    return _report(tag, measure(server, db_path, plan.workdir, load, arguments))
+    return _report(tag, measure(server, db_path, plan.workdir, load, arguments, sink_url=sink_url))
 
 
 def feed(plan: Plan, db_path: Path) -> Run:
@@ -74,7 +82,7 @@ def feed(plan: Plan, db_path: Path) -> Run:
 
 
 def side_by_side(
-    plan: Plan, template: Path, servers: Sequence[Server], *, new_connections: bool = False
+    plan: Plan, template: Path, servers: Sequence[Server], *, new_connections: bool = False, sink_url: str = ""
 ) -> dict[str, list[Run]]:
     runs: dict[str, list[Run]] = {server.label: [] for server in servers}
     shape = "n" if new_connections else "r"
@@ -86,7 +94,9 @@ def side_by_side(
             db_path = plan.workdir / f"{server.label}.sqlite3"
             remove_database(db_path)
             tag = f"{shape}{number}{server.label}"
-            runs[server.label].append(_once(plan, server, db_path, template, tag, new_connections=new_connections))
+            runs[server.label].append(
+                _once(plan, server, db_path, template, tag, new_connections=new_connections, sink_url=sink_url)
+            )
             remove_database(db_path)
     return runs
 
@@ -136,13 +146,16 @@ def main() -> int:
         raise SystemExit("wrk is not installed: apt-get install -y wrk (bench/setup.sh does it)")
     plan.workdir.mkdir(parents=True, exist_ok=True)
     template = write_template(plan.workdir)
+    started, load_before = datetime.now(UTC), load_average()
+    with running_sink() as sink_url:  # the destination of (f)
+        side = side_by_side(plan, template, SIDE_BY_SIDE, sink_url=sink_url)
     measurement = Measurement(
         plan=plan,
-        started=datetime.now(UTC),
+        started=started,
         machine=describe(),
-        load_before=load_average(),
+        load_before=load_before,
         body_bytes=len(template.read_bytes()),
-        side=side_by_side(plan, template, SIDE_BY_SIDE),
+        side=side,
     )
     print("each push on a new connection", flush=True)
     measurement.new_connections = side_by_side(plan, template, NEW_CONNECTIONS, new_connections=True)

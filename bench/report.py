@@ -142,6 +142,17 @@ def render(m: Measurement) -> str:
         *(_row(f"({s.label}) {s.title}", m.side[s.label]) for s in SIDE_BY_SIDE),
         "",
     ]
+    forwarding = [run.forwarded for run in m.side["f"] if run.forwarded]
+    if forwarding:
+        forward_p50 = statistics.median(f.p50_ms for f in forwarding)
+        forward_p99 = statistics.median(f.p99_ms for f in forwarding)
+        out += [
+            "Receiver (f) forwards each stored push to a local server that answers 200 at once (one [[forward]]",
+            "destination, concurrency 16, on the same two cores). Deliveries made by the stop, of those created,"
+            " per run: " + ", ".join(f"{f.delivered:,} / {f.jobs:,}" for f in forwarding) + ". From receipt to"
+            f" the first delivery attempt, median over the runs: p50 {forward_p50:.0f} ms, p99 {forward_p99:.0f} ms.",
+            "",
+        ]
     ceiling, naive, committed = _rate(m.side["a"]), _rate(m.side["b"]), _rate(m.side["c"])
     p50 = statistics.median(r.load.p50_ms for r in m.side["c"])
     p99 = statistics.median(r.load.p99_ms for r in m.side["c"])
@@ -150,6 +161,7 @@ def render(m: Measurement) -> str:
         f"| p99 / p50 of (c), {plan.load.connections} connections | {p99:.1f} / {p50:.1f} ms = {p99 / p50:.2f} "
         f"| <= 2 | {_verdict(p99 <= 2 * p50)} |",
         f"| (c) / (b) | {committed / naive:.2f} | reported, no target | |",
+        f"| (f) / (c), forwarding on / off | {_rate(m.side['f']) / committed:.2f} | reported, no target | |",
     ]
     every_run = [*_every_run(SIDE_BY_SIDE, m.side)]
     if m.new_connections:

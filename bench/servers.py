@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import orjson
 
 from bench.wrk import Load, drive
 from tests.process import ROOT, running_server
-from tests.support import sqlite_file
+from tests.support import free_port, sqlite_file
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class Server:
     title: str
     module: str | None = None  # a baseline module under bench/; None runs the receiver, server.py
     settings: dict[str, str | int] = field(default_factory=dict)  # receiver settings, written as its config file
+    forwards: bool = False  # one [[forward]] destination: the sink (bench/sink.py), which answers 200
 
     @property
     def stores(self) -> bool:
@@ -33,14 +38,17 @@ class Server:
             return (sys.executable, str(ROOT / "server.py"))
         return (sys.executable, "-m", self.module)
 
-    def arguments(self, workdir: Path) -> tuple[str, ...]:
+    def arguments(self, workdir: Path, sink_url: str = "") -> tuple[str, ...]:
         if self.module is not None:
             return ()
         config = workdir / f"{self.label}.toml"
         # Text log lines whatever the environment, so that the refusals can be counted from them.
         settings: dict[str, str | int] = {"log_format": "text", **self.settings}
         # A JSON string or number is written the same way in TOML.
-        config.write_text("".join(f"{key} = {orjson.dumps(value).decode()}\n" for key, value in settings.items()))
+        text = "".join(f"{key} = {orjson.dumps(value).decode()}\n" for key, value in settings.items())
+        if self.forwards:
+            text += f'[[forward]]\nname = "sink"\nurl = "{sink_url}"\nsecret = "{SINK_SECRET}"\nconcurrency = 16\n'
+        config.write_text(text)
         return ("--config", str(config))
 
 
@@ -49,7 +57,12 @@ NAIVE = Server("b", "naive: stdlib sqlite3, INSERT + commit per request", "bench
 COMMITTED = Server("c", "receiver, ack = committed, synchronous = FULL", settings={"synchronous": "FULL"})
 COMMITTED_NORMAL = Server("d", "receiver, ack = committed, synchronous = NORMAL", settings={"synchronous": "NORMAL"})
 QUEUED = Server("e", "receiver, ack = queued, synchronous = FULL", settings={"ack": "queued"})
-SIDE_BY_SIDE = (CEILING, NAIVE, COMMITTED, COMMITTED_NORMAL, QUEUED)
+FORWARDING = Server(
+    "f", "receiver as (c), forwarding each push to a local server that answers 200", settings=COMMITTED.settings,
+    forwards=True,
+)  # fmt: skip
+SIDE_BY_SIDE = (CEILING, NAIVE, COMMITTED, COMMITTED_NORMAL, QUEUED, FORWARDING)
+SINK_SECRET = "whsec_" + "QmVuY2htYXJrIHNpbmsgc2VjcmV0IGtleSAzMiBieXRlcw=="
 # The second load shape, a new TCP connection per push: the ceiling, the naive server and the default.
 NEW_CONNECTIONS = (CEILING, NAIVE, COMMITTED)
 
@@ -72,6 +85,7 @@ class Run:
     refusals: Counter[str]  # error codes in the receiver's log lines (the baselines log nothing)
     cpu_seconds: float  # the server process's user + system time while wrk ran, all its threads
     disk_bytes_per_push: float | None  # the file (and any WAL left) over the pushes in it, after the stop
+    forwarded: Forwarded | None = None  # for a receiver that forwards
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -129,6 +143,61 @@ def deliveries_since(db_path: Path, seq: int) -> int:
         return int(conn.execute("SELECT coalesce(sum(deliveries), 0) FROM pushes WHERE seq > ?", (seq,)).fetchone()[0])
 
 
+@dataclass(frozen=True)
+class Forwarded:
+    """What the dispatcher did in one run, read from the file after the stop."""
+
+    jobs: int
+    delivered: int
+    p50_ms: float  # from receipt to the first delivery attempt
+    p99_ms: float
+
+
+def forwarded(db_path: Path) -> Forwarded:
+    with sqlite_file(db_path) as conn:
+        jobs, delivered = conn.execute(
+            "SELECT count(*), coalesce(sum(state = 'delivered'), 0) FROM forward_jobs"
+        ).fetchone()
+        latencies = sorted(
+            row[0]
+            for row in conn.execute(
+                "SELECT (julianday(min(a.attempted_at)) - julianday(j.created_at)) * 86400000 FROM forward_jobs AS j"
+                " JOIN forward_attempts AS a ON a.job_id = j.id GROUP BY j.id"
+            )
+        )
+    if not latencies:
+        return Forwarded(jobs, delivered, 0.0, 0.0)
+    return Forwarded(
+        jobs, delivered, latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, len(latencies) * 99 // 100)]
+    )
+
+
+@contextmanager
+def running_sink() -> Iterator[str]:
+    """The forwarding destination for the runs that forward; its URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.sink", str(port)], cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}/in"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the sink exited early with code {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the sink did not listen on port {port} within {seconds:g}s")
+
+
 def drive_with(url: str, options: Options, arguments: Sequence[str]) -> Load:
     """wrk against ``url`` for as long and with as many connections as ``options`` say."""
     return drive(
@@ -137,13 +206,20 @@ def drive_with(url: str, options: Options, arguments: Sequence[str]) -> Load:
 
 
 def measure(
-    server: Server, db_path: Path, workdir: Path, options: Options, arguments: Sequence[str], *, writes: bool = True
+    server: Server,
+    db_path: Path,
+    workdir: Path,
+    options: Options,
+    arguments: Sequence[str],
+    *,
+    writes: bool = True,
+    sink_url: str = "",
 ) -> Run:
     """Start ``server`` on ``db_path``, load it with wrk, stop it with SIGTERM, count what it stored."""
     count = writes and server.stores
     seq_before = last_seq(db_path) if count else 0
     with running_server(
-        workdir, db_path, *server.arguments(workdir), command=server.command(), env={"PYTHONPATH": str(ROOT)}
+        workdir, db_path, *server.arguments(workdir, sink_url), command=server.command(), env={"PYTHONPATH": str(ROOT)}
     ) as process:
         cpu_before = cpu_seconds(process.proc.pid)
         load = drive_with(process.url, options, arguments)
@@ -155,4 +231,5 @@ def measure(
     stored = deliveries_since(db_path, seq_before) if count else None
     # Only on a file the run started from empty: a grown file's size says nothing about this run.
     disk = disk_bytes_per_push(db_path) if count and seq_before == 0 else None
-    return Run(server, load, rss, exit_code, stored, refusals, cpu, disk)
+    forwards = forwarded(db_path) if server.forwards else None
+    return Run(server, load, rss, exit_code, stored, refusals, cpu, disk, forwards)
