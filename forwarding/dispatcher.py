@@ -125,18 +125,14 @@ class Dispatcher:
         if lane.paused_until > now:
             return lane.paused_until - now
         free = lane.capacity - len(lane.in_flight)
-        if free <= 0:
-            return POLL_SECONDS  # a finished delivery wakes the loop
-        # The jobs in flight are still pending in the file: read past them.
-        jobs = await next_jobs(self._reader, lane.destination.name, free + len(lane.in_flight))
-        for job in jobs:
-            if job.id in lane.in_flight:
-                continue
+        # Refilled in bunches: a read per finished delivery would cost a hop to the reader's thread each.
+        # A finished delivery wakes the loop.
+        if free <= 0 or (lane.in_flight and free < lane.capacity // 4):
+            return POLL_SECONDS
+        # The jobs in flight are still pending in the file: they are left out.
+        for job in await next_jobs(self._reader, lane.destination.name, free, lane.in_flight):
             if job.next_attempt_at > now:
                 return job.next_attempt_at - now
-            if free == 0:
-                break
-            free -= 1
             lane.in_flight.add(job.id)
             task = asyncio.create_task(self._deliver(lane, job))
             self._tasks.add(task)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,15 +108,17 @@ class Job:
     body: str | None  # None once purge dropped it
 
 
-async def next_jobs(conn: aiosqlite.Connection, destination: str, limit: int) -> list[Job]:
-    """The destination's pending jobs, soonest first, with their bodies (one page: the caller bounds ``limit``)."""
+async def next_jobs(conn: aiosqlite.Connection, destination: str, limit: int, skip: Collection[int] = ()) -> list[Job]:
+    """The destination's pending jobs, soonest first, with their bodies, leaving out the ids in ``skip`` (the
+    ones in flight); one page, which the caller bounds with ``limit``."""
     rows = await conn.execute_fetchall(
         "SELECT j.id, j.attempts, j.idempotency_key, j.version, j.next_attempt_at, p.workflow_id, p.node_id,"
         " p.call_id, CASE WHEN j.version_id IS NULL THEN p.body ELSE v.body END"
         " FROM forward_jobs AS j JOIN pushes AS p ON p.seq = j.push_seq"
         " LEFT JOIN push_versions AS v ON v.id = j.version_id"
-        " WHERE j.state = 'pending' AND j.destination = ? ORDER BY j.next_attempt_at, j.id LIMIT ?",
-        (destination, limit),
+        f" WHERE j.state = 'pending' AND j.destination = ? AND j.id NOT IN ({','.join('?' * len(skip))})"
+        " ORDER BY j.next_attempt_at, j.id LIMIT ?",
+        (destination, *skip, limit),
     )
     return [Job(r[0], r[1], r[2], r[3], r[4], (r[5], r[6], r[7]), r[8]) for r in rows]
 
