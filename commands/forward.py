@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
+from commands.progress import on_terminal, progress
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
 from storage import forwarding
@@ -61,37 +61,19 @@ def selection(args: argparse.Namespace) -> forwarding.Selection:
     )
 
 
-class Progress:
-    """``replayed n of total`` on one line, rewritten in place, when stderr is a terminal; silent otherwise."""
-
-    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
-        self.total = total
-        self.stream = stream
-        self.shown = stream.isatty()
-
-    def update(self, done: int) -> None:
-        if self.shown:
-            self.stream.write(f"\rreplayed {done} of {self.total}")
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-
-
 async def replay(database: Database, chosen: forwarding.Selection) -> int:
     conn = await database.connect_writer()
     try:
         await migrate(conn, database.lock_wait)
-        progress = Progress(await forwarding.count_selected(conn, chosen))
+        total = await forwarding.count_selected(conn, chosen) if on_terminal() else None
         done, after = 0, 0
-        while True:
-            count, after = await forwarding.replay_chunk(conn, database.lock_wait, chosen, after, CHUNK)
-            if not count:
-                break
-            done += count
-            progress.update(done)
-        progress.finish()
+        with progress("replay", total, unit="deliveries") as shown:
+            while True:
+                count, after = await forwarding.replay_chunk(conn, database.lock_wait, chosen, after, CHUNK)
+                if not count:
+                    break
+                done += count
+                shown.advance(count)
         return done
     finally:
         await conn.close()

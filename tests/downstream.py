@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tests.conftest import free_port
+from tests.support import free_port
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tests.conftest import rows
+from tests.support import rows
 
 
 def new_secret() -> str:

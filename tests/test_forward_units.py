@@ -29,8 +29,8 @@ from server import create_app
 from storage import forwarding
 from storage.database import Database
 from storage.records import utc_text
-from tests.conftest import ClientFactory, rows, sample
 from tests.forward_helpers import new_secret
+from tests.support import ClientFactory, rows, sample
 
 DEFAULT = Destination(name="x", command=("true",))
 

@@ -10,11 +10,11 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import rows, sample
 from tests.downstream import Behaviour, Downstream
 from tests.forward_helpers import all_delivered, forward_config, job_states, new_secret, until
 from tests.load import Tally, deliver_all, push_body
-from tests.process import get, running_server
+from tests.process import running_server
+from tests.support import get, rows, sample
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5}
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import rows, sample
 from tests.downstream import Behaviour, Downstream
 from tests.forward_helpers import all_delivered, forward_config, job_states, new_secret, until
 from tests.load import Tally, deliver_all
-from tests.process import ROOT, get, running_server
+from tests.process import ROOT, run_on_a_terminal, running_server
+from tests.support import get, report, rows, sample
 
 pytestmark = pytest.mark.failure
 
@@ -28,10 +28,6 @@ FAST = {"backoff_base": 0.05, "backoff_cap": 0.5}
 # How long the outage test keeps its destination down. The issue asks for a minute; FORWARD_OUTAGE_SECONDS
 # shortens it on a developer's machine (the full minute runs in make test).
 OUTAGE_SECONDS = float(os.environ.get("FORWARD_OUTAGE_SECONDS", "60"))
-
-
-def report(name: str, **figures: object) -> None:
-    print(f"\n[{name}] " + ", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in figures.items()))
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -68,9 +64,12 @@ async def test_dead_after_max_attempts_then_retry_dead_delivers(tmp_path: Path) 
             assert "last error: HTTP 500" in shown.stdout
 
             downstream.behaviours["/in"] = Behaviour(status=200)
-            replayed = await asyncio.to_thread(cli, "forward", "retry-dead", "--db", str(db_path), cwd=tmp_path)
-            assert replayed.returncode == 0, replayed.stderr
-            assert "put 10 deliveries back in line" in replayed.stdout
+            code, out, screen = await asyncio.to_thread(
+                run_on_a_terminal, tmp_path, ["forward", "retry-dead", "--db", str(db_path)]
+            )
+            assert code == 0, screen
+            assert "put 10 deliveries back in line" in out
+            assert "replay: 10 of 10 deliveries (100%)" in screen  # the progress line, on a terminal only
             await until(all_delivered(db_path, 10), 15, "every dead delivery delivered after retry-dead")
             one = f"{server.url}/api/pushes/{sample()['workflow_id']}/{sample()['node_id']}/d-0"
             (job,) = orjson.loads(get(one)[1])["forwarding"]
