@@ -187,6 +187,12 @@ class JobFilter:
     after: int = 0
 
 
+def _where(conditions: Sequence[tuple[str, object]]) -> tuple[str, list[object]]:
+    """The clauses whose value is given, joined with AND (``1`` for none), and their parameters."""
+    given = [(clause, value) for clause, value in conditions if value is not None]
+    return " AND ".join(clause for clause, _ in given) or "1", [value for _, value in given]
+
+
 def has_outbox(conn: ReadConnection) -> bool:
     """The PostgreSQL storage has no outbox (a server with [[forward]] refuses to start on it): nothing to read."""
     return isinstance(conn, aiosqlite.Connection)
@@ -195,19 +201,15 @@ def has_outbox(conn: ReadConnection) -> bool:
 async def page_jobs(conn: ReadConnection, job_filter: JobFilter, limit: int) -> list[dict[str, Any]]:
     if not has_outbox(conn):
         return []
-    clauses: list[str] = ["j.id > ?"]
-    params: list[Any] = [job_filter.after]
-    for clause, value in (
-        ("j.destination = ?", job_filter.destination),
-        ("j.state = ?", job_filter.state),
-        ("p.call_id = ?", job_filter.call_id),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    rows = await conn.execute_fetchall(
-        f"{_SELECT_JOBS} WHERE {' AND '.join(clauses)} ORDER BY j.id LIMIT ?", (*params, limit)
+    where, params = _where(
+        (
+            ("j.id > ?", job_filter.after),
+            ("j.destination = ?", job_filter.destination),
+            ("j.state = ?", job_filter.state),
+            ("p.call_id = ?", job_filter.call_id),
+        )
     )
+    rows = await conn.execute_fetchall(f"{_SELECT_JOBS} WHERE {where} ORDER BY j.id LIMIT ?", (*params, limit))
     return [_job(row) for row in rows]
 
 
@@ -267,21 +269,16 @@ class Selection:
     destination: str | None = None
 
 
-def _selection_sql(selection: Selection) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for clause, value in (
-        ("p.call_id = ?", selection.call_id),
-        ("j.created_at >= ?", selection.since),
-        ("j.created_at < ?", selection.until),
-        ("j.destination = ?", selection.destination),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    if selection.dead:
-        clauses.append("j.state = 'dead'")
-    return " AND ".join(clauses) or "1", params
+def _selection_sql(selection: Selection) -> tuple[str, list[object]]:
+    return _where(
+        (
+            ("p.call_id = ?", selection.call_id),
+            ("j.created_at >= ?", selection.since),
+            ("j.created_at < ?", selection.until),
+            ("j.destination = ?", selection.destination),
+            ("j.state = ?", "dead" if selection.dead else None),
+        )
+    )
 
 
 async def count_selected(conn: aiosqlite.Connection, selection: Selection) -> int:
