@@ -25,8 +25,8 @@ from tests.support import get, report, rows, sample
 pytestmark = pytest.mark.failure
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5}
-# How long the outage test keeps its destination down. The issue asks for a minute; FORWARD_OUTAGE_SECONDS
-# shortens it on a developer's machine (the full minute runs in make test).
+# How long the outage test keeps its destination down: a minute in make test; FORWARD_OUTAGE_SECONDS
+# shortens it while working on forwarding.
 OUTAGE_SECONDS = float(os.environ.get("FORWARD_OUTAGE_SECONDS", "60"))
 
 
@@ -136,6 +136,8 @@ def p99(tallies: list[Tally]) -> float:
     return statistics.quantiles([a.seconds for tally in tallies for a in tally.answers], n=100)[98]
 
 
+# The outage itself is a minute; the rest (4,000 pushes, the catching up) takes seconds.
+@pytest.mark.timeout(OUTAGE_SECONDS + 120)
 async def test_a_dead_destination_slows_no_push_and_gets_everything_when_back(tmp_path: Path) -> None:
     downstream = Downstream()  # not started: the port refuses connections
     db_path_off, db_path_on = tmp_path / "off.sqlite3", tmp_path / "on.sqlite3"
