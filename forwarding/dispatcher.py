@@ -145,13 +145,7 @@ class Dispatcher:
             attempted_at = utc_now()
             started = time.time()
             clock = time.perf_counter()
-            if job.body is None:
-                result = senders.Result(None, "the body was purged before it could be delivered")
-            elif destination.url:
-                assert self._session is not None
-                result = await senders.post(self._session, destination, job, job.body.encode())
-            else:
-                result = await senders.run_command(destination, job, job.body.encode())
+            result = await self._send(destination, job)
             seconds = time.perf_counter() - clock
             record = self._judge(lane, job, result, started, attempted_at, seconds)
             self._observer.observe_attempt(
@@ -168,6 +162,18 @@ class Dispatcher:
         finally:
             lane.in_flight.discard(job.id)
             self._wake.set()
+
+    async def _send(self, destination: Destination, job: Job) -> senders.Result:
+        if job.body is None:
+            return senders.Result(None, "the body was purged before it could be delivered")
+        try:
+            if destination.url:
+                assert self._session is not None
+                return await senders.post(self._session, destination, job, job.body.encode())
+            return await senders.run_command(destination, job, job.body.encode())
+        except Exception as exc:  # a sender's own failure is a failed attempt, recorded like any other
+            log.exception("delivery %s to %s failed in the sender", job.idempotency_key, destination.name)
+            return senders.Result(None, senders.short(f"{type(exc).__name__}: {exc}"))
 
     @staticmethod
     def _judge(

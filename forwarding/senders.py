@@ -39,7 +39,7 @@ class Result:
         return self.error is None
 
 
-def _short(text: str) -> str:
+def short(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
@@ -66,7 +66,7 @@ async def post(session: aiohttp.ClientSession, destination: Destination, job: Jo
     except TimeoutError:
         return Result(None, f"no answer within {destination.timeout:g}s", unavailable=True)
     except aiohttp.ClientError as exc:
-        return Result(None, _short(f"{type(exc).__name__}: {exc}"), unavailable=True)
+        return Result(None, short(f"{type(exc).__name__}: {exc}"), unavailable=True)
     if 200 <= status < 300:
         return Result(status, None)
     unavailable = status in UNAVAILABLE_STATUSES or retry_after is not None
@@ -89,11 +89,22 @@ async def run_command(destination: Destination, job: Job, body: bytes) -> Result
             start_new_session=True,  # its own process group, so that a kill reaches what it started
         )
     except OSError as exc:
-        return Result(None, _short(f"cannot start {destination.command[0]}: {exc}"), unavailable=True)
+        return Result(None, short(f"cannot start {destination.command[0]}: {exc}"), unavailable=True)
+    assert proc.stdin is not None
+    assert proc.stderr is not None
+    errors = asyncio.create_task(proc.stderr.read())
     try:
         async with asyncio.timeout(destination.timeout):
-            _, stderr = await proc.communicate(body)
+            try:
+                proc.stdin.write(body)
+                await proc.stdin.drain()
+            except (OSError, RuntimeError):
+                pass  # it exited without reading the whole push; its exit code says the rest
+            proc.stdin.close()
+            stderr = await errors
+            await proc.wait()
     except BaseException as exc:  # the timeout, or the dispatcher stopping
+        errors.cancel()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
@@ -103,4 +114,4 @@ async def run_command(destination: Destination, job: Job, body: bytes) -> Result
     if proc.returncode == 0:
         return Result(0, None)
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
-    return Result(proc.returncode, _short(f"exit {proc.returncode}" + (f": {lines[-1]}" if lines else "")))
+    return Result(proc.returncode, short(f"exit {proc.returncode}" + (f": {lines[-1]}" if lines else "")))
