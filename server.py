@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiosqlite
 from aiohttp import web
 
 from commands import COMMANDS, run_command
@@ -96,7 +97,10 @@ async def start_dispatcher(settings: Settings, database: Database, metrics: Metr
     """The forwarding dispatcher when [[forward]] destinations are configured; woken by each commit of new pushes."""
     if not settings.forward:
         return None
-    dispatcher = Dispatcher(settings.forward, await database.open_reader(), database.writer, metrics)
+    reader = await database.open_reader()
+    # Database.open_writer refused [[forward]] on PostgreSQL, which has no outbox: this is the SQLite file.
+    assert isinstance(reader, aiosqlite.Connection)
+    dispatcher = Dispatcher(settings.forward, reader, database.writer, metrics)
     metrics.watch_destinations([d.name for d in settings.forward])
 
     def wake(records: Sequence[Record], outcomes: Sequence[Outcome], seconds: float) -> None:

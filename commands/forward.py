@@ -62,6 +62,8 @@ def selection(args: argparse.Namespace) -> forwarding.Selection:
 
 
 async def replay(database: Database, chosen: forwarding.Selection) -> int:
+    if database.postgres:
+        raise CommandFailed("there is nothing to replay: the PostgreSQL storage has no forwarding outbox")
     conn = await database.connect_writer()
     try:
         await migrate(conn, database.lock_wait)

@@ -234,8 +234,10 @@ async def jobs_of_push(conn: ReadConnection, seq: int) -> list[dict[str, Any]]:
     return jobs
 
 
-async def summary(conn: aiosqlite.Connection) -> list[dict[str, Any]]:
+async def summary(conn: ReadConnection) -> list[dict[str, Any]]:
     """Counts by destination and state, the oldest pending job and the last error, for ``forward status``."""
+    if not has_outbox(conn):
+        return []
     async with read_snapshot(conn):
         rows = await conn.execute_fetchall(
             "SELECT destination, state, count(*), min(created_at) FROM forward_jobs GROUP BY destination, state"
