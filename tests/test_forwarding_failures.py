@@ -25,9 +25,10 @@ from tests.support import get, report, rows, sample
 pytestmark = pytest.mark.failure
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5}
-# How long the outage test keeps its destination down: a minute in make test; FORWARD_OUTAGE_SECONDS
-# shortens it while working on forwarding.
-OUTAGE_SECONDS = float(os.environ.get("FORWARD_OUTAGE_SECONDS", "60"))
+# How long the outage test keeps its destination down. The minute (FORWARD_OUTAGE_SECONDS=60) was
+# run and passed (docs/forwarding.md has its figures); make test uses 20 s to keep the whole suite near
+# five minutes. The pushes all arrive in the first seconds either way.
+OUTAGE_SECONDS = float(os.environ.get("FORWARD_OUTAGE_SECONDS", "20"))
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -136,7 +137,7 @@ def p99(tallies: list[Tally]) -> float:
     return statistics.quantiles([a.seconds for tally in tallies for a in tally.answers], n=100)[98]
 
 
-# The outage itself is a minute; the rest (4,000 pushes, the catching up) takes seconds.
+# The outage itself, then seconds for the rest (4,000 pushes, the catching up).
 @pytest.mark.timeout(OUTAGE_SECONDS + 120)
 async def test_a_dead_destination_slows_no_push_and_gets_everything_when_back(tmp_path: Path) -> None:
     downstream = Downstream()  # not started: the port refuses connections
