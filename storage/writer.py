@@ -333,7 +333,9 @@ class SqliteBatches:
 
     async def write(self, records: Sequence[Record]) -> list[Outcome]:
         # The whole batch, its look-up and its commit are one hop to the connection's thread.
-        push_outcomes = await run_transaction(self._conn, self._lock_wait, partial(_write_records, records, self._route))
+        push_outcomes = await run_transaction(
+            self._conn, self._lock_wait, partial(_write_records, records, self._route)
+        )
         return outcomes_in_order(records, push_outcomes)
 
     async def recover(self) -> None:
@@ -356,9 +358,7 @@ class SqliteBatches:
         await self._conn.close()
 
 
-def _write_records(
-    records: Sequence[Record], route: forwarding.Router | None, db: sqlite3.Connection
-) -> list[Outcome]:
+def _write_records(records: Sequence[Record], route: forwarding.Router | None, db: sqlite3.Connection) -> list[Outcome]:
     """Inside the batch's transaction, on the connection's thread: the pushes' outcomes, in order."""
     pushes, rejects, probes, marks = split_batch(records)
     attempts = [r for r in records if isinstance(r, AttemptRecord)]
