@@ -4,12 +4,20 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint system-packages bench profile clean
 
-$(BIN)/airudder-receiver: pyproject.toml
+# make run installs the package itself, not an editable link to this folder: that build is the one
+# setuptools makes without warnings. Any change to what is installed installs it again.
+SOURCES := pyproject.toml server.py $(shell find handlers storage commands plumbing -type f -not -path '*/__pycache__/*')
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+
+$(BIN)/airudder-receiver: $(SOURCES) | $(BIN)/python
+	$(BIN)/pip install --quiet .
 	touch $@
 
+# The tests start the installed command as a user would, so they need it to follow the code as it is
+# edited: an editable install.
 $(VENV)/.test-deps: $(BIN)/airudder-receiver
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
