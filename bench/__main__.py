@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from bench.servers import (
     NEW_CONNECTIONS,
     QUEUED,
     SIDE_BY_SIDE,
+    Database,
     Run,
     Server,
     last_seq,
@@ -30,6 +32,7 @@ from bench.servers import (
 )
 from bench.writer_alone import WriterRun, writer_alone
 from bench.wrk import feed_arguments, push_arguments
+from tests.pg_cluster import PgCluster, server_binaries
 from tests.support import SAMPLE_BYTES
 
 
@@ -61,7 +64,7 @@ def _report(tag: str, run: Run) -> Run:
 def _once(
     plan: Plan,
     server: Server,
-    db_path: Path,
+    db_path: Database,
     template: Path,
     tag: str,
     seconds: int | None = None,
@@ -82,7 +85,13 @@ def feed(plan: Plan, db_path: Path) -> Run:
 
 
 def side_by_side(
-    plan: Plan, template: Path, servers: Sequence[Server], *, new_connections: bool = False, sink_url: str = ""
+    plan: Plan,
+    template: Path,
+    servers: Sequence[Server],
+    *,
+    new_connections: bool = False,
+    sink_url: str = "",
+    postgres: PgCluster | None = None,
 ) -> dict[str, list[Run]]:
     runs: dict[str, list[Run]] = {server.label: [] for server in servers}
     shape = "n" if new_connections else "r"
@@ -91,7 +100,10 @@ def side_by_side(
         order = tuple(servers) if number % 2 == 0 else tuple(reversed(servers))
         print(f"round {number + 1} of {plan.rounds}: {' '.join(s.label for s in order)}", flush=True)
         for server in order:
-            db_path = plan.workdir / f"{server.label}.sqlite3"
+            db_path: Database = plan.workdir / f"{server.label}.sqlite3"
+            if server.postgres:
+                assert postgres is not None, "a PostgreSQL server needs the bench's cluster"
+                db_path = postgres.new_database()
             remove_database(db_path)
             tag = f"{shape}{number}{server.label}"
             runs[server.label].append(
@@ -99,6 +111,22 @@ def side_by_side(
             )
             remove_database(db_path)
     return runs
+
+
+@contextmanager
+def running_postgres() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster for the run of (g): the tests' throwaway kind, but with fsync on, as SQLite's
+    synchronous = FULL has it."""
+    bin_dir = server_binaries()
+    if bin_dir is None:
+        raise SystemExit("PostgreSQL is not installed: apt-get install -y postgresql (make test installs it)")
+    cluster = PgCluster(bin_dir)
+    try:
+        cluster.init()
+        cluster.start(fsync=True)
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 def writer_runs(plan: Plan, template: Path) -> list[WriterRun]:
@@ -147,8 +175,9 @@ def main() -> int:
     plan.workdir.mkdir(parents=True, exist_ok=True)
     template = write_template(plan.workdir)
     started, load_before = datetime.now(UTC), load_average()
-    with running_sink() as sink_url:  # the destination of (f)
-        side = side_by_side(plan, template, SIDE_BY_SIDE, sink_url=sink_url)
+    # The destination of (f)'s forwards, and the database of (g).
+    with running_sink() as sink_url, running_postgres() as postgres:
+        side = side_by_side(plan, template, SIDE_BY_SIDE, sink_url=sink_url, postgres=postgres)
     measurement = Measurement(
         plan=plan,
         started=started,

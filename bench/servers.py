@@ -18,7 +18,7 @@ import orjson
 
 from bench.wrk import Load, drive
 from tests.process import ROOT, running_server
-from tests.support import free_port, sqlite_file
+from tests.support import free_port, rows, sqlite_file
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Server:
     module: str | None = None  # a baseline module under bench/; None runs the receiver, server.py
     settings: dict[str, str | int] = field(default_factory=dict)  # receiver settings, written as its config file
     forwards: bool = False  # one [[forward]] destination: the sink (bench/sink.py), which answers 200
+    postgres: bool = False  # the receiver on a fresh database of a local PostgreSQL server, not a file
 
     @property
     def stores(self) -> bool:
@@ -61,8 +62,9 @@ FORWARDING = Server(
     "f", "receiver as (c), forwarding each push to a local server that answers 200", settings=COMMITTED.settings,
     forwards=True,
 )  # fmt: skip
-SIDE_BY_SIDE = (CEILING, NAIVE, COMMITTED, COMMITTED_NORMAL, QUEUED, FORWARDING)
 SINK_SECRET = "whsec_" + "QmVuY2htYXJrIHNpbmsgc2VjcmV0IGtleSAzMiBieXRlcw=="
+POSTGRES = Server("g", "receiver on PostgreSQL (local, fsync on), ack = committed", postgres=True)
+SIDE_BY_SIDE = (CEILING, NAIVE, COMMITTED, COMMITTED_NORMAL, QUEUED, FORWARDING, POSTGRES)
 # The second load shape, a new TCP connection per push: the ceiling, the naive server and the default.
 NEW_CONNECTIONS = (CEILING, NAIVE, COMMITTED)
 
@@ -114,22 +116,28 @@ def peak_rss_mb(pid: int) -> float:
 ERROR_FIELD = re.compile(r"\berror=(\w+)")
 
 
-def remove_database(db_path: Path) -> None:
+# A SQLite file, or a PostgreSQL database's URL (a fresh database per run: nothing to remove).
+Database = Path | str
+
+
+def remove_database(db_path: Database) -> None:
     """The file and its -wal and -shm companions."""
-    for path in db_path.parent.glob(db_path.name + "*"):
-        path.unlink()
+    if isinstance(db_path, Path):
+        for path in db_path.parent.glob(db_path.name + "*"):
+            path.unlink()
 
 
-def last_seq(db_path: Path) -> int:
-    if not db_path.exists():
+def last_seq(db_path: Database) -> int:
+    if isinstance(db_path, Path) and not db_path.exists():
         return 0
-    with sqlite_file(db_path) as conn:
-        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM pushes").fetchone()[0])
+    if isinstance(db_path, str) and rows(db_path, "SELECT to_regclass('pushes')")[0][0] is None:
+        return 0  # a new database: the receiver creates the schema when it starts
+    return int(rows(db_path, "SELECT coalesce(max(seq), 0) FROM pushes")[0][0])
 
 
-def disk_bytes_per_push(db_path: Path) -> float | None:
+def disk_bytes_per_push(db_path: Database) -> float | None:
     """Bytes on disk (the file and its companions) per stored push, once the server has closed the file."""
-    if not db_path.exists():
+    if not isinstance(db_path, Path) or not db_path.exists():
         return None
     with sqlite_file(db_path) as conn:
         pushes = int(conn.execute("SELECT count(*) FROM pushes").fetchone()[0])
@@ -137,10 +145,9 @@ def disk_bytes_per_push(db_path: Path) -> float | None:
     return size / pushes if pushes else None
 
 
-def deliveries_since(db_path: Path, seq: int) -> int:
+def deliveries_since(db_path: Database, seq: int) -> int:
     """Deliveries counted on rows after ``seq``: a run's ids are its own, so its duplicates land there too."""
-    with sqlite_file(db_path) as conn:
-        return int(conn.execute("SELECT coalesce(sum(deliveries), 0) FROM pushes WHERE seq > ?", (seq,)).fetchone()[0])
+    return int(rows(db_path, "SELECT coalesce(sum(deliveries), 0) FROM pushes WHERE seq > ?", (seq,))[0][0])
 
 
 @dataclass(frozen=True)
@@ -207,7 +214,7 @@ def drive_with(url: str, options: Options, arguments: Sequence[str]) -> Load:
 
 def measure(
     server: Server,
-    db_path: Path,
+    db_path: Database,
     workdir: Path,
     options: Options,
     arguments: Sequence[str],
@@ -231,5 +238,5 @@ def measure(
     stored = deliveries_since(db_path, seq_before) if count else None
     # Only on a file the run started from empty: a grown file's size says nothing about this run.
     disk = disk_bytes_per_push(db_path) if count and seq_before == 0 else None
-    forwards = forwarded(db_path) if server.forwards else None
+    forwards = forwarded(db_path) if server.forwards and isinstance(db_path, Path) else None
     return Run(server, load, rss, exit_code, stored, refusals, cpu, disk, forwards)

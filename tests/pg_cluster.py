@@ -103,12 +103,12 @@ class PgCluster:
         )
         password_file.unlink()
 
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.socket_dir}"
-            # Only the receiver's durability is under test, not the disk's: no fsync keeps the suite quick.
-            " -c fsync=off -c max_connections=200"
-        )
+    def start(self, *, fsync: bool = False) -> None:
+        """Only the receiver's durability is under test, not the disk's: without fsync the suite stays quick.
+        The benchmark turns it on, to compare with SQLite's synchronous = FULL."""
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.socket_dir} -c max_connections=200"
+        if not fsync:
+            options += " -c fsync=off"
         self._run(
             "pg_ctl", "start", "--pgdata", str(self.data), "--log", str(self.root / "server.log"), "--wait",
             f"--timeout={int(START_SECONDS)}", "-o", options, timeout=START_SECONDS + 10,
