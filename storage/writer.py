@@ -46,11 +46,11 @@ INSERT INTO pushes (
     first_received_at, last_received_at, deliveries, warnings, body_hash, body
 ) VALUES """
 _PUSH_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
-# New rows go in with multi-row INSERTs of up to this many rows. sqlite3 lets go of the GIL for every
-# statement step, and the connection's thread must win it back from the event loop each time, which on
-# a busy server is the slow part: one statement for many rows instead of one step per row. A fixed size
-# keeps the statements few, so they stay in sqlite3's statement cache.
-INSERT_ROWS = 32
+# New rows go in with multi-row INSERTs of up to this many rows (the default max_batch: one statement per
+# batch; 256 rows of 19 values stay far below SQLite's limit of 32,766). sqlite3 lets go of the GIL for
+# every statement step, and the connection's thread must win it back from the event loop each time, which
+# on a busy server is the slow part: one step for many rows instead of one per row.
+INSERT_ROWS = 256
 _COUNT_DELIVERY = """
 UPDATE pushes SET deliveries = deliveries + 1, last_received_at = max(last_received_at, ?)
 WHERE workflow_id = ? AND node_id = ? AND call_id = ?
@@ -194,6 +194,10 @@ class Writer:
 
         Raises WriterUnavailable, WriteFailed or CommitTimeout when the record is not stored in time.
         """
+        # Queued mode answers at once while the writer keeps up. Once a whole batch waits behind the one
+        # being written, a new push waits for its commit instead: a writer that falls behind then slows the
+        # senders down to its own pace rather than filling the queue and refusing them with queue_full.
+        wait = wait or self._queued_records >= self._max_batch
         future = self.submit(record, wait=wait, size=size)
         if future is None:
             return None

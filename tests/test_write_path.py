@@ -255,3 +255,23 @@ async def test_duplicate_look_up_searches_the_index_instead_of_scanning(db_path:
     details = [row["detail"] for row in plan]
     assert any(d.startswith("SEARCH p USING INDEX sqlite_autoindex_pushes_1") for d in details), details
     assert not any(d.startswith("SCAN p") for d in details), details
+
+
+async def test_queued_mode_waits_for_the_commit_once_a_whole_batch_is_waiting(
+    db_path: Path, hold_lock: LockTaker
+) -> None:
+    async with running_writer(db_path, busy_timeout_ms=5000, max_batch=2) as writer:
+        lock = hold_lock()
+        first = asyncio.create_task(writer.store(record("bp0"), wait=False, size=1, commit_within=9))
+        assert await first is None  # answered at once; the writer takes it and waits for the lock
+        while writer.depth:
+            await asyncio.sleep(0.01)
+        for n in (1, 2):
+            assert await writer.store(record(f"bp{n}"), wait=False, size=1, commit_within=9) is None
+        # Two queued behind the batch being written: the next push waits for its commit.
+        third = asyncio.create_task(writer.store(record("bp3"), wait=False, size=1, commit_within=9))
+        await asyncio.sleep(0.2)
+        assert not third.done()
+        lock.rollback()
+        assert await third == Outcome.NEW
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 4
