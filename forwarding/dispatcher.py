@@ -1,9 +1,10 @@
 """The one dispatcher: reads due forward jobs from the file in small pages and delivers them.
 
 Jobs live in the file (storage/forwarding.py), never in memory beyond what is being sent: each
-destination has a lane of at most ``concurrency`` deliveries in flight, and the page read for it is no
+destination has a lane of at most ``concurrency`` deliveries being sent, and the page read for it is no
 larger than that. An attempt's outcome goes to the writer like any other record, so the one write
-connection stays the writer's; the job counts as in flight until that record is committed, so it is
+connection stays the writer's. A sent job frees its slot at once (waiting for the commit would cap a lane
+at ``concurrency`` per commit time), but is left out of the reads until its record is committed, so it is
 never sent twice at once.
 
 A destination that looks down (no answer, a timeout, 408/429/502/503/504 or any Retry-After) is paused
@@ -49,7 +50,8 @@ class Observer(Protocol):
 @dataclass
 class _Lane:
     destination: Destination
-    in_flight: set[int] = field(default_factory=set)
+    sending: set[int] = field(default_factory=set)  # job ids being sent: at most the capacity
+    unsettled: set[int] = field(default_factory=set)  # sending, or sent with the outcome not yet committed
     failures: int = 0  # destination-level failures in a row
     paused_until: float = 0.0
     paused_at: float = 0.0
@@ -124,16 +126,17 @@ class Dispatcher:
         now = time.time()
         if lane.paused_until > now:
             return lane.paused_until - now
-        free = lane.capacity - len(lane.in_flight)
+        free = lane.capacity - len(lane.sending)
         # Refilled in bunches: a read per finished delivery would cost a hop to the reader's thread each.
         # A finished delivery wakes the loop.
-        if free <= 0 or (lane.in_flight and free < lane.capacity // 4):
+        if free <= 0 or (lane.sending and free < lane.capacity // 4):
             return POLL_SECONDS
-        # The jobs in flight are still pending in the file: they are left out.
-        for job in await next_jobs(self._reader, lane.destination.name, free, lane.in_flight):
+        # Jobs sent but not yet recorded are still pending in the file: they are left out.
+        for job in await next_jobs(self._reader, lane.destination.name, free, lane.unsettled):
             if job.next_attempt_at > now:
                 return job.next_attempt_at - now
-            lane.in_flight.add(job.id)
+            lane.sending.add(job.id)
+            lane.unsettled.add(job.id)
             task = asyncio.create_task(self._deliver(lane, job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -148,6 +151,8 @@ class Dispatcher:
             result = await self._send(destination, job)
             seconds = time.perf_counter() - clock
             record = self._judge(lane, job, result, started, attempted_at, seconds)
+            lane.sending.discard(job.id)
+            self._wake.set()
             self._observer.observe_attempt(
                 destination.name, record.state if record.state != "pending" else "failed", seconds
             )
@@ -160,7 +165,8 @@ class Dispatcher:
                 )
                 lane.paused_until = max(lane.paused_until, time.time() + POLL_SECONDS)
         finally:
-            lane.in_flight.discard(job.id)
+            lane.sending.discard(job.id)
+            lane.unsettled.discard(job.id)
             self._wake.set()
 
     async def _send(self, destination: Destination, job: Job) -> senders.Result:
