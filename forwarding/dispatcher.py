@@ -37,6 +37,10 @@ log = logging.getLogger("airudder_receiver.forward")
 # Longest sleep between two looks at the file: a replay by the command line is picked up within this.
 POLL_SECONDS = 1.0
 BACKLOG_SECONDS = 5.0
+# With more records than this waiting for the writer, no new delivery starts: ingestion goes first, and
+# deliveries catch up when the flood eases (the outbox is in the file, so nothing is lost meanwhile).
+BUSY_QUEUE = 32
+BUSY_WAIT = 0.02
 # How long an attempt's record may wait for its commit; after that the job is simply tried again later.
 RECORD_SECONDS = 10.0
 
@@ -126,6 +130,8 @@ class Dispatcher:
         now = time.time()
         if lane.paused_until > now:
             return lane.paused_until - now
+        if self._writer.depth > BUSY_QUEUE:
+            return BUSY_WAIT  # pushes are waiting for the writer: they go first
         free = lane.capacity - len(lane.sending)
         # Refilled in bunches: a read per finished delivery would cost a hop to the reader's thread each.
         # A finished delivery wakes the loop.

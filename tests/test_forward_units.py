@@ -14,12 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from commands import forward as forward_command
 from commands import purge
+from forwarding import dispatcher
 from forwarding.schedule import nominal_delay, parse_retry_after, retry_delay
 from forwarding.signing import signature, webhook_headers
 from plumbing.destinations import Destination
@@ -213,3 +215,36 @@ async def test_an_app_with_destinations_starts_and_stops(forward_settings: Setti
     metrics = await (await client.get("/metrics")).text()
     assert 'airudder_receiver_forward_attempts_total{destination="all",outcome="delivered"} 1.0' in metrics
     assert 'airudder_receiver_forward_attempt_seconds_count{destination="only-a"} 1.0' in metrics
+
+
+class _QueueOf:
+    """A stand-in writer that only reports how many records wait for it."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+
+class _Quiet:
+    def observe_attempt(self, destination: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def observe_backlog(self, backlogs: dict[str, forwarding.Backlog]) -> None:
+        pass
+
+
+async def test_no_delivery_starts_while_pushes_wait_for_the_writer(forward_settings: Settings) -> None:
+    await store(forward_settings, sample(call_id="q", intention="A"))
+    database = Database(forward_settings)
+    reader = await database.open_reader()
+    assert isinstance(reader, aiosqlite.Connection)
+    writer = _QueueOf(dispatcher.BUSY_QUEUE + 1)
+    waiting = dispatcher.Dispatcher(forward_settings.forward, reader, writer, _Quiet())  # type: ignore[arg-type]
+    lane = waiting._lanes[0]
+    try:
+        assert await waiting._fill(lane) == dispatcher.BUSY_WAIT
+        assert not lane.sending
+        writer.depth = 0
+        await waiting._fill(lane)
+        assert len(lane.sending) == 1
+    finally:
+        await waiting.close(grace=0)

@@ -124,8 +124,10 @@ async def test_kill_9_mid_delivery_loses_no_pending_delivery(tmp_path: Path) -> 
         repeated=repeats,
         in_flight_limit=concurrency,
     )
-    # Only the deliveries in flight at the kill (sent, but their outcome not yet committed) can repeat.
-    assert repeats <= concurrency
+    # Only the deliveries in flight at the kill can repeat: those being sent (at most the concurrency) and
+    # those answered whose outcome was not yet committed (a send here takes 50 ms, the writer commits every
+    # few: at most one more round of the concurrency).
+    assert repeats <= 2 * concurrency
 
 
 def rate(tally: Tally) -> float:
