@@ -97,6 +97,14 @@ def described(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+async def close_quietly(conn: asyncpg.Connection) -> None:
+    """Close within a second; a server that does not answer (gone, or unreachable) gets the socket cut."""
+    try:
+        await conn.close(timeout=1.0)
+    except PG_ERRORS as exc:  # asyncpg has cut the connection already
+        log.warning("closing a database connection failed: %s", described(exc))
+
+
 async def connect(url: str, command_timeout: float) -> asyncpg.Connection:
     """One connection; each statement on it gives up after ``command_timeout`` seconds."""
     return await asyncpg.connect(url, timeout=CONNECT_SECONDS, command_timeout=max(command_timeout, 0.1))
@@ -170,7 +178,7 @@ class PgConnection:
         return list(await self._conn.fetch(numbered(sql), *without_nul(params)))
 
     async def close(self) -> None:
-        await self._conn.close()
+        await close_quietly(self._conn)
 
 
 # -- the writer's batch step --------------------------------------------------------------------
@@ -275,7 +283,7 @@ class PgBatches:
 
     async def close(self) -> None:
         if self._conn is not None:
-            await self._conn.close(timeout=1.0)
+            await close_quietly(self._conn)
 
 
 async def _stored_hashes(

@@ -14,6 +14,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -119,6 +120,22 @@ class PgCluster:
             "pg_ctl", "stop", "--pgdata", str(self.data), "--mode", mode, "--wait", f"--timeout={STOP_SECONDS}",
             timeout=STOP_SECONDS + 10,
         )  # fmt: skip
+
+    def _server_pids(self) -> list[int]:
+        """The postmaster and its children (backends and helpers)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True, timeout=10)
+        return [postmaster, *(int(pid) for pid in children.stdout.split())]
+
+    def freeze(self) -> None:
+        """Stop every server process (SIGSTOP): connections stay open and new ones are accepted by the kernel,
+        but nothing answers, as with a server that hangs or a network that drops everything."""
+        for pid in self._server_pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._server_pids():
+            os.kill(pid, signal.SIGCONT)
 
     def remove(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError):  # not running: the folder goes either way

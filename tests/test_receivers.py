@@ -299,3 +299,77 @@ async def test_each_receivers_event_stream_tells_every_push_whichever_receiver_t
                 stream.close()
         for server in servers:
             assert server.stop() == 0
+
+
+async def test_sigterm_while_postgresql_is_down_exits_within_10s_and_keeps_every_acknowledged_push(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    url = pg_cluster.new_database()
+    tally = Tally()
+    with running_server(tmp_path, url) as server:
+        try:
+            async with background_load(f"{server.url}/push", tally, prefix="down", concurrency=8):
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(pg_cluster.stop)
+                await asyncio.sleep(1.0)
+                signalled_at = time.monotonic()
+                exit_code = await asyncio.to_thread(server.stop, signal.SIGTERM, 10.0)
+                exit_seconds = time.monotonic() - signalled_at
+        finally:
+            await asyncio.to_thread(pg_cluster.start)
+    stored = stored_call_ids(url)
+    lost = tally.acknowledged - stored
+    report(
+        "SIGTERM while PostgreSQL is down",
+        exit_code=exit_code,
+        exit_seconds=round(exit_seconds, 2),
+        answers=tally.kinds,
+        acknowledged=len(tally.acknowledged),
+        stored=len(stored),
+        lost=len(lost),
+    )
+    assert exit_code == 0
+    assert exit_seconds < 10
+    assert tally.acknowledged
+    assert not lost, sorted(lost)[:10]
+    assert PASSWORD not in server.log()
+
+
+async def test_postgresql_that_hangs_for_8s_is_503_within_ack_timeout_then_200_again(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    url = pg_cluster.new_database()
+    tally = Tally()
+    hang = 8.0  # longer than ack_timeout, so that requests are answered while it hangs
+    with running_server(tmp_path, url) as server:
+        try:
+            async with background_load(f"{server.url}/push", tally, prefix="hang", concurrency=8):
+                await asyncio.sleep(1.0)
+                pg_cluster.freeze()
+                frozen_at = time.monotonic()
+                await asyncio.sleep(hang)
+                pg_cluster.thaw()
+                thawed_at = time.monotonic()
+                await asyncio.sleep(6.0)
+        finally:
+            pg_cluster.thaw()
+        assert server.proc.poll() is None
+        assert server.stop() == 0
+    during = [a for a in tally.answers if a.started > frozen_at and a.started + a.seconds < thawed_at]
+    first_200_after = min(a.started + a.seconds for a in tally.answers if a.status == 200 and a.started > frozen_at)
+    stored = stored_call_ids(url)
+    lost = tally.acknowledged - stored
+    report(
+        "PostgreSQL hangs for 8 s",
+        answered_while_hung=Tally(during).kinds,
+        first_200_after_thaw_seconds=round(first_200_after - thawed_at, 3),
+        slowest_answer_seconds=round(tally.slowest(), 2),
+        acknowledged=len(tally.acknowledged),
+        stored=len(stored),
+        lost=len(lost),
+    )
+    assert during, "nothing was answered while PostgreSQL hung"
+    assert all(a.status == 503 and a.retry_after == str(DEFAULTS.retry_after) for a in during)
+    assert tally.slowest() < DEFAULTS.ack_timeout + 1.0
+    assert first_200_after - thawed_at < DEFAULTS.ack_timeout
+    assert not lost, sorted(lost)[:10]
