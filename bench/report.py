@@ -148,9 +148,10 @@ def render(m: Measurement) -> str:
         forward_p99 = statistics.median(f.p99_ms for f in forwarding)
         out += [
             "Receiver (f) forwards each stored push to a local server that answers 200 at once (one [[forward]]",
-            "destination, concurrency 16, on the same two cores). Deliveries made by the stop, of those created,"
-            " per run: " + ", ".join(f"{f.delivered:,} / {f.jobs:,}" for f in forwarding) + ". From receipt to"
-            f" the first delivery attempt, median over the runs: p50 {forward_p50:.0f} ms, p99 {forward_p99:.0f} ms.",
+            "destination, concurrency 16, on the same two cores); while pushes wait for the writer, deliveries",
+            "wait for them. Deliveries made by the stop, of those created, per run:",
+            ", ".join(f"{f.delivered:,} / {f.jobs:,}" for f in forwarding) + ". From receipt to the first delivery",
+            f"attempt, median over the runs: p50 {forward_p50:.0f} ms, p99 {forward_p99:.0f} ms.",
             "",
         ]
     ceiling, naive, committed = _rate(m.side["a"]), _rate(m.side["b"]), _rate(m.side["c"])
