@@ -43,7 +43,8 @@ class BackupRun:
 def run_backup(db_path: Path, dest: Path) -> subprocess.Popen[str]:
     remove_database(dest)
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "server.py"), "backup", "--db", str(db_path), str(dest)],
+        # DEST by its name in its own folder, so that the line it prints names no path of this machine.
+        [sys.executable, str(ROOT / "server.py"), "backup", "--db", str(db_path), dest.name],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
