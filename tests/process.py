@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -21,6 +22,14 @@ from pathlib import Path
 from tests.support import free_port
 
 ROOT = Path(__file__).parent.parent
+
+
+def documented_python(doc: str, marker: str) -> str:
+    """The Python block a doc page marks with ``<!-- marker -->``, as a test runs it."""
+    text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
+    match = re.search(rf"<!-- {marker} -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert match, f"docs/{doc} lost its {marker}"
+    return match.group(1)
 
 
 def console_script() -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -13,17 +12,14 @@ from pathlib import Path
 
 import orjson
 
-from tests.process import ROOT, running_server
+from tests.process import documented_python, running_server
 from tests.support import post, sample
 
 TOKEN = "consumer-token-0123456789"
 
 
 def documented_example() -> str:
-    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
-    match = re.search(r"<!-- consumer-example -->\n```python\n(.*?)```", text, re.DOTALL)
-    assert match, "docs/api.md lost its consumer example"
-    return match.group(1)
+    return documented_python("api.md", "consumer-example")
 
 
 @contextmanager

@@ -4,7 +4,6 @@ verifies signatures and keeps each delivery once, however often it is sent."""
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -17,15 +16,12 @@ from pathlib import Path
 import orjson
 
 from tests.forward_helpers import forward_config, job_states, new_secret
-from tests.process import ROOT, running_server
+from tests.process import ROOT, documented_python, running_server
 from tests.support import free_port, post, rows, sample, send
 
 
 def documented_example() -> str:
-    text = (ROOT / "docs" / "forwarding.md").read_text(encoding="utf-8")
-    match = re.search(r"<!-- receiving-example -->\n```python\n(.*?)```", text, re.DOTALL)
-    assert match, "docs/forwarding.md lost its receiving example"
-    return match.group(1)
+    return documented_python("forwarding.md", "receiving-example")
 
 
 @contextmanager
