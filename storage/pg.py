@@ -81,15 +81,21 @@ def is_postgres(db: str) -> bool:
 
 
 def masked(db: str) -> str:
-    """``db`` fit for a log line or a message: a URL's password replaced by ***; a path as it is."""
+    """``db`` fit for a log line or a message: a URL's password (before the host, or a ``password=`` query
+    parameter, which libpq and asyncpg take too) replaced by ***; a path as it is."""
     if not is_postgres(db):
         return db
     parts = urlsplit(db)
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
     if parts.password is None:
-        return db
+        return urlunsplit(parts._replace(query=query))
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}", query=query))
+
+
+# A password given as a query parameter: its value, up to the next parameter.
+_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
 
 
 def described(exc: BaseException) -> str:
@@ -107,7 +113,14 @@ async def close_quietly(conn: asyncpg.Connection) -> None:
 
 async def connect(url: str, command_timeout: float) -> asyncpg.Connection:
     """One connection; each statement on it gives up after ``command_timeout`` seconds."""
-    return await asyncpg.connect(url, timeout=CONNECT_SECONDS, command_timeout=max(command_timeout, 0.1))
+    try:
+        return await asyncpg.connect(url, timeout=CONNECT_SECONDS, command_timeout=max(command_timeout, 0.1))
+    except asyncpg.InterfaceError:
+        raise
+    except (ValueError, OverflowError) as exc:
+        # asyncpg parses some of the URL with int() and hands the port to the socket as it is: a port that is
+        # not a number, or past 65535, raises these rather than its own configuration error.
+        raise asyncpg.ClientConfigurationError(f"the database URL is not valid ({exc})") from None
 
 
 # -- reads --------------------------------------------------------------------------------------

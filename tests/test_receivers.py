@@ -376,3 +376,29 @@ async def test_postgresql_that_hangs_is_503_within_ack_timeout_then_200_again(
     assert tally.slowest() < ack_timeout + 1.0
     assert first_200_after - thawed_at < ack_timeout
     assert not lost, sorted(lost)[:10]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # libpq and asyncpg also take the password as a query parameter.
+        (f"postgresql://receiver@127.0.0.1:{{port}}/pushes?password={PASSWORD}", "?password=***"),
+        (f"postgresql://127.0.0.1:{{port}}/pushes?user=receiver&password={PASSWORD}&sslmode=disable", "password=***&"),
+        # A port asyncpg cannot use is refused in a sentence, not a traceback (past 65535, asyncio's loop
+        # raises OverflowError where uvloop's finds nothing listening).
+        (f"postgresql://receiver:{PASSWORD}@127.0.0.1:notaport/pushes", "the database URL is not valid"),
+        (f"postgresql://receiver:{PASSWORD}@127.0.0.1:99999/pushes", "database postgresql://receiver:***@127.0.0.1:"),
+    ],
+    ids=["query", "query-between", "port-not-a-number", "port-too-large"],
+)
+@pytest.mark.parametrize("command", [["serve"], ["stats"]], ids=" ".join)
+def test_a_url_with_its_password_in_the_query_or_a_bad_port_is_one_sentence_without_the_password(
+    tmp_path: Path, url: str, shown: str, command: list[str]
+) -> None:
+    url = url.format(port=free_port())
+    extra = ["--port", str(free_port())] if command == ["serve"] else []
+    result = run_server_to_exit(tmp_path, *command, *extra, env={DATABASE_URL_ENV: url})
+    assert result.returncode == 2, result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert shown in line
