@@ -64,6 +64,8 @@ def selection(args: argparse.Namespace) -> forwarding.Selection:
 async def replay(database: Database, chosen: forwarding.Selection) -> int:
     if database.postgres:
         raise CommandFailed("there is nothing to replay: the PostgreSQL storage has no forwarding outbox")
+    # It may bring the schema up to date, but must not make a receiver database of another program's file.
+    await database.require_data()
     conn = await database.connect_writer()
     try:
         await migrate(conn, database.lock_wait)

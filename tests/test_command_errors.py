@@ -46,6 +46,9 @@ COMMANDS = [
     ["purge", "--older-than", "30d", "--keep-typed"],
     ["reprocess-rejects"],
     ["backup", "copy.sqlite3"],
+    ["forward", "status"],
+    ["forward", "replay", "--dead"],
+    ["forward", "retry-dead"],
 ]
 
 
