@@ -172,11 +172,7 @@ class Database:
         self.require_file()
         conn = await open_reader(self.path, self._settings.busy_timeout_ms, chunk_rows)
         try:
-            version = await self._schema_version(conn)
-            if version == 0:
-                raise DatabaseUnavailable(f"{self.path} holds no receiver data (its schema was never created)")
-            if version > SCHEMA_VERSION:
-                raise DatabaseUnavailable(f"{self.path} has schema version {version}, newer than this program knows")
+            self._require_known(await self._schema_version(conn), SCHEMA_VERSION)
         except BaseException:
             await conn.close()
             raise
@@ -220,12 +216,19 @@ class Database:
         except pg.PG_ERRORS as exc:
             await conn.close()
             raise DatabaseUnavailable(f"cannot read the database {self.name}: {pg.described(exc)}") from None
-        if not 0 < version <= len(pg_schema.PG_MIGRATIONS):
+        try:
+            self._require_known(version, len(pg_schema.PG_MIGRATIONS))
+        except DatabaseUnavailable:
             await conn.close()
-            if version == 0:
-                raise DatabaseUnavailable(f"{self.name} holds no receiver data (its schema was never created)")
-            raise DatabaseUnavailable(f"{self.name} has schema version {version}, newer than this program knows")
+            raise
         return pg.PgConnection(conn, chunk_rows)
+
+    def _require_known(self, version: int, known: int) -> None:
+        """A command reads only a database that holds this program's schema, at a version it knows."""
+        if version == 0:
+            raise DatabaseUnavailable(f"{self.name} holds no receiver data (its schema was never created)")
+        if version > known:
+            raise DatabaseUnavailable(f"{self.name} has schema version {version}, newer than this program knows")
 
     async def follow_pushes(self, deliver: Callable[[bytes], None]) -> None:
         """PostgreSQL only: hand ``deliver`` every receiver's committed pushes (a JSON list of summaries)."""
