@@ -66,18 +66,23 @@ def database_context(settings: Settings) -> Any:
         except DatabaseUnavailable as exc:
             raise StartupError(str(exc)) from exc
         writer = database.writer
-        writer.add_listener(app[METRICS].on_commit)
-        if database.postgres:  # every receiver's pushes, its own included, through PostgreSQL's NOTIFY
-            await database.follow_pushes(app[EVENTS].on_pushes)
-        else:
-            writer.add_listener(app[EVENTS].on_commit)
-        if settings.log_pushes:
-            writer.add_listener(log_pushes)
-        app[METRICS].watch_queue(lambda: writer.depth)
-        app[WRITER] = writer
-        app[READERS] = database.readers
-        app.on_shutdown.append(mark_stopping)
-        dispatcher = await start_dispatcher(settings, database, app[METRICS])
+        try:
+            writer.add_listener(app[METRICS].on_commit)
+            if database.postgres:  # every receiver's pushes, its own included, through PostgreSQL's NOTIFY
+                await database.follow_pushes(app[EVENTS].on_pushes)
+            else:
+                writer.add_listener(app[EVENTS].on_commit)
+            if settings.log_pushes:
+                writer.add_listener(log_pushes)
+            app[METRICS].watch_queue(lambda: writer.depth)
+            app[WRITER] = writer
+            app[READERS] = database.readers
+            app.on_shutdown.append(mark_stopping)
+            dispatcher = await start_dispatcher(settings, database, app[METRICS])
+        except BaseException:
+            # The write connection's thread would keep a process that failed to start alive.
+            await database.close(drain_seconds=1.0)
+            raise
         yield
         # Runs after the HTTP side has stopped and in-flight requests have finished. Deliveries in flight
         # get a moment; the rest stay pending in the file. The drain gets what is left of its budget, and

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -15,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+import server
 from handlers.keys import WRITER
+from plumbing.settings import Settings
 from storage.connection import open_writer
 from storage.writer import SqliteBatches, WriteFailed, Writer, WriterUnavailable
 from tests.load import push_body
@@ -134,3 +138,20 @@ async def test_dead_writer_task_makes_readyz_503_and_answers_every_push_at_once(
     with pytest.raises(WriterUnavailable):
         writer.submit(record("direct"), wait=True)
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
+
+
+async def test_a_start_that_fails_after_the_database_opened_closes_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_dispatcher(*args: object) -> None:
+        raise RuntimeError("the dispatcher could not start")
+
+    monkeypatch.setattr(server, "start_dispatcher", broken_dispatcher)
+    before = {t for t in threading.enumerate() if not t.daemon}
+    runner = web.AppRunner(server.create_app(settings))
+    with pytest.raises(RuntimeError, match="could not start"):
+        await runner.setup()
+    # aiosqlite's connection threads are not daemons: one left open would keep the process from exiting.
+    async with asyncio.timeout(5):
+        while {t for t in threading.enumerate() if not t.daemon} - before:
+            await asyncio.sleep(0.05)
