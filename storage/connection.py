@@ -112,8 +112,26 @@ class _LockBusy(Exception):
     """The one-hop transaction's first lock attempt found the file locked by another process."""
 
 
-def _transaction_on_thread(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: bool) -> T:
-    """On the connection's thread: (``BEGIN IMMEDIATE``,) ``work``, ``COMMIT``; rolled back if ``work`` raises."""
+# A statement tried on its own in autocommit mode before a batch's transaction: its result, or None when it
+# does not apply; an IntegrityError (a key already stored) also sends the batch to the transaction.
+Alone = Callable[[sqlite3.Connection], T | None]
+
+
+def _on_thread(
+    db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: bool, alone: Alone[T] | None
+) -> T:
+    """On the connection's thread: ``alone`` if it applies, else (``BEGIN IMMEDIATE``,) ``work``, ``COMMIT``."""
+    if alone is not None:
+        try:
+            result = alone(db)
+        except sqlite3.IntegrityError:
+            result = None  # nothing of it was written: the failed statement rolled its own transaction back
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise _LockBusy from exc
+            raise
+        if result is not None:
+            return result
     if begin:
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -130,7 +148,13 @@ def _transaction_on_thread(db: sqlite3.Connection, work: Callable[[sqlite3.Conne
     return result
 
 
-async def run_transaction(conn: aiosqlite.Connection, lock_wait: float, work: Callable[[sqlite3.Connection], T]) -> T:
+async def run_transaction(
+    conn: aiosqlite.Connection,
+    lock_wait: float,
+    work: Callable[[sqlite3.Connection], T],
+    *,
+    alone: Alone[T] | None = None,
+) -> T:
     """``work`` in one write transaction, run on the connection's thread in ONE hop there and back.
 
     Each awaited aiosqlite call waits for the event loop to come round to it, which on a busy server
@@ -138,15 +162,20 @@ async def run_transaction(conn: aiosqlite.Connection, lock_wait: float, work: Ca
     that several times. The first lock attempt is made on the thread, and only a busy file falls back to
     ``write_transaction``'s short attempts, so a stopping server still waits at most one attempt.
 
+    ``alone``, when given, is tried first: one statement in autocommit mode is its own transaction, so
+    SQLite takes the lock, writes and commits (fsync included) inside one step. sqlite3 lets go of the GIL
+    for each step, and winning it back from a busy event loop is what a batch spends most of its time
+    on; a transaction of BEGIN, statements and COMMIT wins it back once per statement, ``alone`` once.
+
     aiosqlite has no public call for running a function on its thread; ``_execute`` and ``_conn`` are
     its own (aiosqlite/core.py) and the writer's tests go through them on every batch.
     """
     try:
-        return cast(T, await conn._execute(_transaction_on_thread, conn._conn, work, True))  # type: ignore[no-untyped-call]
+        return cast(T, await conn._execute(_on_thread, conn._conn, work, True, alone))  # type: ignore[no-untyped-call]
     except _LockBusy:
         await _begin_immediate(conn, lock_wait)
     # The first attempt failed and a retry holds the lock: ``work`` and COMMIT, still in one hop.
-    return cast(T, await conn._execute(_transaction_on_thread, conn._conn, work, False))  # type: ignore[no-untyped-call]
+    return cast(T, await conn._execute(_on_thread, conn._conn, work, False, None))  # type: ignore[no-untyped-call]
 
 
 @asynccontextmanager

@@ -3,7 +3,8 @@
 Handlers call ``submit``; the writer task takes everything waiting (up to ``max_batch``), writes it in
 one ``BEGIN IMMEDIATE`` transaction, commits, and only then resolves each item's future. On SQLite the
 whole transaction (look-up, multi-row inserts, commit) is one hop to the connection's thread
-(``run_transaction``): every hop waits for a busy event loop to come round, so the batch makes one.
+(``run_transaction``): every hop waits for a busy event loop to come round, so the batch makes one. The
+usual batch, new pushes only, is a single INSERT committed on its own (``_insert_if_all_new``).
 
 A failed batch is answered as failed and the writer goes on; if the failure broke the connection itself,
 the writer opens a new one before the next batch. If the writer task ever ends without being closed,
@@ -338,7 +339,11 @@ class SqliteBatches:
     async def write(self, records: Sequence[Record]) -> list[Outcome]:
         # The whole batch, its look-up and its commit are one hop to the connection's thread.
         push_outcomes = await run_transaction(
-            self._conn, self._lock_wait, partial(_write_records, records, self._route)
+            self._conn,
+            self._lock_wait,
+            partial(_write_records, records, self._route),
+            # A forwarded push needs its jobs in the same transaction, which one statement cannot give.
+            alone=None if self._route else partial(_insert_if_all_new, records),
         )
         return outcomes_in_order(records, push_outcomes)
 
@@ -369,8 +374,7 @@ def _write_records(records: Sequence[Record], route: forwarding.Router | None, d
     stored = _stored_hashes(db, pushes)
     push_outcomes, new_rows, deliveries, versions = _classify(pushes, stored)
     for start in range(0, len(new_rows), INSERT_ROWS):
-        chunk = new_rows[start : start + INSERT_ROWS]
-        db.execute(_INSERT_PUSHES + ",".join([_PUSH_VALUES] * len(chunk)), [v for row in chunk for v in row])
+        _insert_pushes(db, new_rows[start : start + INSERT_ROWS])
     if deliveries:
         db.executemany(_COUNT_DELIVERY, deliveries)
     if versions:
@@ -396,6 +400,26 @@ def _write_records(records: Sequence[Record], route: forwarding.Router | None, d
     if probes:
         db.execute(_RECORD_PROBE, (probes[-1].received_at,))
     return push_outcomes
+
+
+def _insert_pushes(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    db.execute(_INSERT_PUSHES + ",".join([_PUSH_VALUES] * len(rows)), [v for row in rows for v in row])
+
+
+def _insert_if_all_new(records: Sequence[Record], db: sqlite3.Connection) -> list[Outcome] | None:
+    """The usual batch, new pushes only, as ONE INSERT in autocommit mode (see ``run_transaction``).
+
+    None when the batch holds anything else, more rows than one INSERT takes, or a key twice. A key that is
+    already stored fails the INSERT as a whole (IntegrityError), and the batch goes the long way round.
+    """
+    pushes = [r for r in records if isinstance(r, PushRecord)]
+    if len(pushes) < len(records) or len(pushes) > INSERT_ROWS:
+        return None
+    outcomes, new_rows, _, _ = _classify(pushes, {})
+    if len(new_rows) < len(pushes):
+        return None
+    _insert_pushes(db, new_rows)
+    return outcomes
 
 
 def _expire(future: asyncio.Future[Outcome], seconds: float) -> None:

@@ -73,3 +73,62 @@ async def test_a_lock_held_past_the_wait_is_an_error(
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         await run_transaction(conn, 0.3, insert(4))
     assert not conn.in_transaction
+
+
+def insert_alone(*values: int) -> Callable[[sqlite3.Connection], str]:
+    """One multi-row INSERT into the unique table ``u``, as ``run_transaction``'s ``alone``."""
+
+    def alone(db: sqlite3.Connection) -> str:
+        db.execute("INSERT INTO u VALUES " + ",".join(["(?)"] * len(values)), values)
+        return "alone"
+
+    return alone
+
+
+def not_called(db: sqlite3.Connection) -> str:
+    raise AssertionError("the transaction ran although the statement alone did the work")
+
+
+@pytest.fixture
+async def unique_table(conn: aiosqlite.Connection) -> None:
+    await conn.execute("CREATE TABLE u (n INTEGER UNIQUE)")
+    await conn.execute("INSERT INTO u VALUES (1)")
+
+
+@pytest.mark.usefixtures("unique_table")
+async def test_a_statement_alone_is_committed_without_the_transaction(
+    conn: aiosqlite.Connection, db_path: Path
+) -> None:
+    assert await run_transaction(conn, 1.0, not_called, alone=insert_alone(2, 3)) == "alone"
+    assert not conn.in_transaction
+    # Read on another connection: committed, not merely written.
+    assert [tuple(r) for r in rows(db_path, "SELECT n FROM u ORDER BY n")] == [(1,), (2,), (3,)]
+
+
+@pytest.mark.usefixtures("unique_table")
+async def test_a_statement_alone_that_breaks_a_unique_key_leaves_nothing_and_the_transaction_runs(
+    conn: aiosqlite.Connection, db_path: Path
+) -> None:
+    # (4) comes before the clash with (1): the failed statement must take it back too.
+    assert await run_transaction(conn, 1.0, insert(9), alone=insert_alone(4, 1)) == 9
+    assert [tuple(r) for r in rows(db_path, "SELECT n FROM u ORDER BY n")] == [(1,)]
+    assert [tuple(r) for r in rows(db_path, "SELECT n FROM t")] == [(9,)]
+
+
+async def test_a_statement_alone_that_does_not_apply_leaves_it_to_the_transaction(
+    conn: aiosqlite.Connection, db_path: Path
+) -> None:
+    assert await run_transaction(conn, 1.0, insert(5), alone=lambda db: None) == 5
+    assert [tuple(r) for r in rows(db_path, "SELECT n FROM t")] == [(5,)]
+
+
+@pytest.mark.usefixtures("unique_table")
+async def test_a_statement_alone_on_a_locked_file_waits_like_the_transaction(
+    conn: aiosqlite.Connection, db_path: Path, hold_lock: LockTaker
+) -> None:
+    other = hold_lock()
+    loop = asyncio.get_running_loop()
+    loop.call_later(3 * LOCK_ATTEMPT_MS / 1000, other.rollback)
+    assert await run_transaction(conn, 5.0, insert(6), alone=insert_alone(7)) == 6
+    assert [tuple(r) for r in rows(db_path, "SELECT n FROM t")] == [(6,)]
+    assert [tuple(r) for r in rows(db_path, "SELECT n FROM u")] == [(1,)]

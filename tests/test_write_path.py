@@ -215,6 +215,21 @@ async def test_writer_batches_share_one_transaction(db_path: Path) -> None:
     assert rows(db_path, "SELECT sum(deliveries) FROM pushes")[0][0] == 60
 
 
+async def test_a_batch_holding_a_stored_key_is_answered_in_full_and_stores_nothing_twice(db_path: Path) -> None:
+    # A batch of new keys only is one INSERT on its own; one stored key among them makes that INSERT fail as a
+    # whole, and the batch is written the long way: every outcome right, every delivery counted once.
+    async with running_writer(db_path, max_batch=64) as writer:
+        future = writer.submit(record("old"), wait=True)
+        assert future is not None
+        assert await future is Outcome.NEW
+        futures = [writer.submit(record(call_id), wait=True) for call_id in ("n1", "old", "n2")]
+        outcomes = await asyncio.gather(*(f for f in futures if f is not None))
+    assert outcomes == [Outcome.NEW, Outcome.DUPLICATE, Outcome.NEW]
+    assert writer.stats.batches == 2
+    stored = rows(db_path, "SELECT call_id, deliveries FROM pushes ORDER BY seq")
+    assert [tuple(r) for r in stored] == [("old", 2), ("n1", 1), ("n2", 1)]
+
+
 def with_body(call_id: str, intention: str) -> PushRecord:
     body = orjson.dumps(sample(call_id=call_id, intention=intention))
     return to_record(body, decode(body), utc_now())
