@@ -20,10 +20,11 @@ from forwarding.dispatcher import Dispatcher
 from handlers.access import ACCESS, AccessPolicy
 from handlers.errors import PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES, errors_and_access_log
 from handlers.event_hub import EventHub
-from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, SETTINGS, WRITER
+from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, REQUEST_LINES, SETTINGS, WRITER
 from handlers.metrics_registry import Metrics
 from handlers.push_lines import log_pushes
 from handlers.ready_probe import ReadyProbe
+from handlers.request_lines import RequestLines
 from handlers.routes import setup_routes
 from plumbing import event_loop, logs
 from plumbing.addresses import local_url
@@ -121,6 +122,11 @@ async def _end_event_streams(app: web.Application) -> None:
     app[EVENTS].close()
 
 
+async def _flush_request_lines(app: web.Application) -> None:
+    # After the last request has been answered: its summary's timer would not run any more.
+    app[REQUEST_LINES].flush()
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_and_access_log])
     app[SETTINGS] = settings
@@ -128,7 +134,9 @@ def create_app(settings: Settings) -> web.Application:
     app[EVENTS] = EventHub()
     app[ACCESS] = AccessPolicy.from_settings(settings)
     app[READY_PROBE] = ReadyProbe()
+    app[REQUEST_LINES] = RequestLines(settings.log_requests_per_second)
     app.on_shutdown.append(_end_event_streams)
+    app.on_cleanup.append(_flush_request_lines)
     app.cleanup_ctx.append(database_context(settings))
     setup_routes(app, settings)
     app[METRICS].add_routes(resource.canonical for resource in app.router.resources())

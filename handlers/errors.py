@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from handlers.keys import METRICS, SETTINGS
+from handlers.keys import METRICS, REQUEST_LINES, SETTINGS
 from handlers.payload import InvalidPush
 from storage.filters import FilterError
 from storage.readers import ReadersBusy
@@ -142,11 +142,22 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             response = error_response(error)
         fields["status"] = response.status
         fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
-        level = logging.DEBUG if response.status < 400 and request.match_info.handler in _QUIET else logging.INFO
-        log.log(level, "%s %s", request.method, request.path, extra={"fields": fields})
+        if response.status >= 400:
+            log.info("%s %s", request.method, request.path, extra={"fields": fields})
+        elif request.match_info.handler in _QUIET:
+            log.debug("%s %s", request.method, request.path, extra={"fields": fields})
+        elif log.isEnabledFor(logging.INFO):
+            lines = request.app[REQUEST_LINES]
+            if lines.take():
+                log.info("%s %s", request.method, request.path, extra={"fields": fields})
+            else:
+                lines.hold(f"{request.method} {_route(request)} {fields.get('outcome', response.status)}")
         return response
     finally:
-        resource = request.match_info.route.resource
-        # The route pattern, not the path: bounded label values, and no push token in them.
-        route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].observe_request(route, time.perf_counter() - started)
+        request.app[METRICS].observe_request(_route(request), time.perf_counter() - started)
+
+
+def _route(request: web.Request) -> str:
+    """The route pattern, not the path: bounded label values, and no push token in them."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"

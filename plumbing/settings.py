@@ -69,6 +69,7 @@ class Settings:
     log_level: str = "info"
     inspector: bool = True
     log_pushes: bool = False
+    log_requests_per_second: int = 50
     allow_ips: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
@@ -115,6 +116,7 @@ class Settings:
         formats = ", ".join(LOG_FORMATS)
         _require(self.log_format in LOG_FORMATS, f"log_format must be one of {formats}, not {self.log_format!r}")
         _require(self.log_level in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        _require(self.log_requests_per_second >= 0, "log_requests_per_second must not be negative")
         for name in ("allow_ips", "trusted_proxies"):
             try:
                 parse_networks(getattr(self, name))

@@ -79,6 +79,7 @@ def test_environment_sets_the_api_token(tmp_path: Path, monkeypatch: pytest.Monk
         ('trusted_proxies = ["10.1.2.3/8"]\n', "trusted_proxies has '10.1.2.3/8', which is not an address"),
         ('trusted_proxies = ["proxy.local"]\n', "trusted_proxies has 'proxy.local', which is not an address"),
         ("idle_timeout = 0\n", "idle_timeout must be more than 0 and at most 3600"),
+        ("log_requests_per_second = -1\n", "log_requests_per_second must not be negative"),
         ("body_timeout = 301\n", "body_timeout must be more than 0 and at most 300"),
         ('tls_cert = "cert.pem"\n', "tls_cert and tls_key must be set together"),
         ('trusted_proxies = ["127.0.0.1"]\n', "trusted_proxies needs api_token"),
