@@ -151,7 +151,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             if lines.take():
                 log.info("%s %s", request.method, request.path, extra={"fields": fields})
             else:
-                lines.hold(f"{request.method} {_route(request)} {fields.get('outcome', response.status)}")
+                lines.hold((request.method, _route(request), fields.get("outcome", response.status)))
         return response
     finally:
         request.app[METRICS].observe_request(_route(request), time.perf_counter() - started)

@@ -6,6 +6,7 @@ Everything on the push path is a pre-bound child, so a push costs a dict look-up
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -132,10 +133,11 @@ class Metrics:
         self.batch_size.observe(len(records))
         self.commit_seconds.observe(seconds)
         pushed = False
-        for outcome in outcomes:
+        # One increment per outcome, not per push: each takes the counter's lock.
+        for outcome, count in collections.Counter(outcomes).items():
             counter = self._by_outcome.get(outcome)
             if counter is not None:
-                counter.inc()
+                counter.inc(count)
                 pushed = True
         if pushed:
             self.last_push.set(time.time())

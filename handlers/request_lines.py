@@ -22,7 +22,7 @@ class RequestLines:
         self._per_second = per_second
         self._second = -1
         self._written = 0
-        self._held: Counter[str] = Counter()
+        self._held: Counter[tuple[str, str, object]] = Counter()
 
     def take(self) -> bool:
         """Whether an answered request gets its own line now; if not, the caller ``hold``s it."""
@@ -35,8 +35,9 @@ class RequestLines:
             return True
         return False
 
-    def hold(self, what: str) -> None:
-        """Count a request left out, e.g. ``POST /push/{token} new``; the summary follows within a second."""
+    def hold(self, what: tuple[str, str, object]) -> None:
+        """Count a request left out by method, route and outcome (or status); the summary follows within a
+        second."""
         if not self._held:
             asyncio.get_running_loop().call_later(1.0, self.flush)
         self._held[what] += 1
@@ -46,7 +47,7 @@ class RequestLines:
         if not self._held:
             return
         held = sum(self._held.values())
-        kinds = ", ".join(f"{what} {count}" for what, count in self._held.most_common())
+        kinds = ", ".join(" ".join(map(str, (*what, count))) for what, count in self._held.most_common())
         log.info(
             "%d more requests answered in the last second, past the %d a second logged one by one: %s",
             held, self._per_second, kinds, extra={"fields": {"held_back": held}},
