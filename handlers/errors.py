@@ -141,20 +141,26 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             fields.setdefault("error", error.code)
             response = error_response(error)
         fields["status"] = response.status
-        fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
         if response.status >= 400:
-            log.info("%s %s", request.method, request.path, extra={"fields": fields})
+            _log_request(logging.INFO, request, fields, started)
         elif request.match_info.handler in _QUIET:
-            log.debug("%s %s", request.method, request.path, extra={"fields": fields})
+            _log_request(logging.DEBUG, request, fields, started)
         elif log.isEnabledFor(logging.INFO):
             lines = request.app[REQUEST_LINES]
             if lines.take():
-                log.info("%s %s", request.method, request.path, extra={"fields": fields})
+                _log_request(logging.INFO, request, fields, started)
             else:
                 lines.hold((request.method, _route(request), fields.get("outcome", response.status)))
         return response
     finally:
         request.app[METRICS].observe_request(_route(request), time.perf_counter() - started)
+
+
+def _log_request(level: int, request: web.Request, fields: dict[str, Any], started: float) -> None:
+    """The request's line, its time in milliseconds worked out only when the line is written."""
+    if log.isEnabledFor(level):
+        fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        log.log(level, "%s %s", request.method, request.path, extra={"fields": fields})
 
 
 def _route(request: web.Request) -> str:

@@ -14,6 +14,7 @@ everything still queued is failed at once rather than left to time out.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import sqlite3
@@ -156,8 +157,10 @@ class Writer:
         self._queued_bytes = 0
         self._queued_records = 0
         self._max_batch = max_batch
-        # Unbounded underneath: the limit is enforced in submit(), so the stop marker always fits.
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        # Unbounded underneath: the limit is enforced in submit(), so the stop marker always fits. A plain deque
+        # and one future to wake the writer cost a push less than asyncio.Queue's bookkeeping.
+        self._queue: collections.deque[object] = collections.deque()
+        self._arrival: asyncio.Future[None] | None = None  # set while the writer waits for an item
         self._accepting = True
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
@@ -185,7 +188,7 @@ class Writer:
         if self.full or self._queued_bytes + size > self._queue_max_bytes:
             raise WriterUnavailable("queue_full")
         future = asyncio.get_running_loop().create_future() if wait else None
-        self._queue.put_nowait(_Item(record, future, size))
+        self._put(_Item(record, future, size))
         self._queued_bytes += size
         self._queued_records += 1
         return future
@@ -236,7 +239,7 @@ class Writer:
         ``drain_seconds`` plus one attempt (storage.connection.LOCK_ATTEMPT_MS).
         """
         self._accepting = False
-        self._queue.put_nowait(_STOP)
+        self._put(_STOP)
         drained = True
         # asyncio.wait, not wait_for: a writer task that already died must not make close() raise.
         if self._task is not None and not (await asyncio.wait({self._task}, timeout=drain_seconds))[0]:
@@ -252,8 +255,8 @@ class Writer:
 
     def _fail_leftovers(self) -> None:
         leftovers = []
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        while self._queue:
+            item = self._queue.popleft()
             if isinstance(item, _Item):
                 leftovers.append(item)
         self._taken(leftovers)
@@ -264,18 +267,28 @@ class Writer:
     async def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = await self._queue.get()
+            if not self._queue:
+                self._arrival = asyncio.get_running_loop().create_future()
+                await self._arrival
+                continue
+            first = self._queue.popleft()
             if first is _STOP:
                 return
             batch: list[_Item] = [first]  # type: ignore[list-item]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
+            while len(batch) < self._max_batch and self._queue:
+                item = self._queue.popleft()
                 if item is _STOP:
                     stopping = True
                     break
                 batch.append(item)  # type: ignore[arg-type]
             self._taken(batch)
             await self._write_batch(batch)
+
+    def _put(self, item: object) -> None:
+        self._queue.append(item)
+        arrival, self._arrival = self._arrival, None
+        if arrival is not None and not arrival.done():
+            arrival.set_result(None)
 
     def _taken(self, items: Sequence[_Item]) -> None:
         """Items leave the count of what is queued when the writer takes them (or fails them)."""
