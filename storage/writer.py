@@ -48,11 +48,14 @@ INSERT INTO pushes (
     first_received_at, last_received_at, deliveries, warnings, body_hash, body
 ) VALUES """
 _PUSH_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
-# New rows go in with multi-row INSERTs of up to this many rows (the default max_batch: one statement per
-# batch; 256 rows of 19 values stay far below SQLite's limit of 32,766). sqlite3 lets go of the GIL for
-# every statement step, and the connection's thread must win it back from the event loop each time, which
-# on a busy server is the slow part: one step for many rows instead of one per row.
-INSERT_ROWS = 256
+# New rows go in with multi-row INSERTs of up to this many rows. sqlite3 lets go of the GIL for every
+# statement step, and the connection's thread must win it back from the event loop each time, which on a
+# busy server is the slow part: one step for many rows instead of one per row. Not more: sqlite3 caches
+# each statement text (an INSERT of 37 rows is not one of 38) with the values last bound to it, bodies
+# included, until it runs again; up to 256 rows, a flood of queued pushes left some 100 MB held in cached
+# INSERTs of every size, and up to 64 rows holds at most a few MB. At 64 connections or fewer, a batch of
+# new pushes still fits in one.
+INSERT_ROWS = 64
 _COUNT_DELIVERY = """
 UPDATE pushes SET deliveries = deliveries + 1, last_received_at = max(last_received_at, ?)
 WHERE workflow_id = ? AND node_id = ? AND call_id = ?

@@ -17,7 +17,7 @@ from handlers.payload import decode, to_record
 from storage.connection import open_writer
 from storage.migrations import migrate
 from storage.records import Outcome, PushRecord, utc_now
-from storage.writer import SqliteBatches, WriteFailed, Writer, WriterUnavailable, stored_hashes_sql
+from storage.writer import INSERT_ROWS, SqliteBatches, WriteFailed, Writer, WriterUnavailable, stored_hashes_sql
 from tests.support import SAMPLE_BYTES, ClientFactory, both_backends, execute, record, rows, sample, sqlite_file
 
 LockTaker = Callable[[], sqlite3.Connection]
@@ -228,6 +228,16 @@ async def test_a_batch_holding_a_stored_key_is_answered_in_full_and_stores_nothi
     assert writer.stats.batches == 2
     stored = rows(db_path, "SELECT call_id, deliveries FROM pushes ORDER BY seq")
     assert [tuple(r) for r in stored] == [("old", 2), ("n1", 1), ("n2", 1)]
+
+
+async def test_a_batch_larger_than_one_insert_is_written_in_chunks_in_one_transaction(db_path: Path) -> None:
+    count = INSERT_ROWS * 2 + 5
+    async with running_writer(db_path, max_batch=count) as writer:
+        futures = [writer.submit(record(f"big{n}"), wait=True) for n in range(count)]
+        outcomes = await asyncio.gather(*(f for f in futures if f is not None))
+    assert outcomes == [Outcome.NEW] * count
+    assert writer.stats.batches == 1
+    assert tuple(rows(db_path, "SELECT count(*), sum(deliveries) FROM pushes")[0]) == (count, count)
 
 
 def with_body(call_id: str, intention: str) -> PushRecord:
