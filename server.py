@@ -136,7 +136,8 @@ def create_app(settings: Settings) -> web.Application:
     app[READY_PROBE] = ReadyProbe()
     app[REQUEST_LINES] = RequestLines(settings.log_requests_per_second)
     app.on_shutdown.append(_end_event_streams)
-    app.on_cleanup.append(_flush_request_lines)
+    # First of the cleanups, before the database's drain, which may take seconds.
+    app.on_cleanup.insert(0, _flush_request_lines)
     app.cleanup_ctx.append(database_context(settings))
     setup_routes(app, settings)
     app[METRICS].add_routes(resource.canonical for resource in app.router.resources())

@@ -23,6 +23,7 @@ class RequestLines:
         self._second = -1
         self._written = 0
         self._held: Counter[tuple[str, str, object]] = Counter()
+        self._timer: asyncio.TimerHandle | None = None
 
     def take(self) -> bool:
         """Whether an answered request gets its own line now; if not, the caller ``hold``s it."""
@@ -39,11 +40,14 @@ class RequestLines:
         """Count a request left out by method, route and outcome (or status); the summary follows within a
         second."""
         if not self._held:
-            asyncio.get_running_loop().call_later(1.0, self.flush)
+            self._timer = asyncio.get_running_loop().call_later(1.0, self.flush)
         self._held[what] += 1
 
     def flush(self) -> None:
         """Write the summary of what was held back, if anything was (also called at shutdown)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._held:
             return
         held = sum(self._held.values())

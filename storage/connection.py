@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
@@ -113,38 +113,47 @@ class _LockBusy(Exception):
 
 
 # A statement tried on its own in autocommit mode before a batch's transaction: its result, or None when it
-# does not apply; an IntegrityError (a key already stored) also sends the batch to the transaction.
+# does not apply; breaking a unique key (a key already stored) also sends the batch to the transaction.
 Alone = Callable[[sqlite3.Connection], T | None]
+
+
+@contextmanager
+def _lock_attempt() -> Iterator[None]:
+    """A busy file, met on the thread, becomes ``_LockBusy`` for ``run_transaction`` to wait for."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if _busy(exc):
+            raise _LockBusy from exc
+        raise
 
 
 def _on_thread(
     db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], begin: bool, alone: Alone[T] | None
 ) -> T:
     """On the connection's thread: ``alone`` if it applies, else (``BEGIN IMMEDIATE``,) ``work``, ``COMMIT``."""
-    if alone is not None:
+    # Inside a transaction that something left open, ``alone`` would not commit on its own: never try it there.
+    if alone is not None and not db.in_transaction:
         try:
-            result = alone(db)
-        except sqlite3.IntegrityError:
+            with _lock_attempt():
+                result = alone(db)
+        except sqlite3.IntegrityError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_CONSTRAINT_UNIQUE":
+                raise
             result = None  # nothing of it was written: the failed statement rolled its own transaction back
-        except sqlite3.OperationalError as exc:
-            if _busy(exc):
-                raise _LockBusy from exc
-            raise
         if result is not None:
             return result
     if begin:
-        try:
+        with _lock_attempt():
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _busy(exc):
-                raise _LockBusy from exc
-            raise
     try:
         result = work(db)
+        db.commit()
     except BaseException:
-        db.rollback()
+        # A failed COMMIT can leave the transaction open; the next batch must not run inside it.
+        if db.in_transaction:
+            db.rollback()
         raise
-    db.commit()
     return result
 
 

@@ -35,7 +35,8 @@ def utc_now() -> str:
 
 
 # Not frozen, unlike the other records: one is built per push, and a frozen dataclass sets each of its twenty
-# fields through object.__setattr__, which made building it more than twice as slow. Nothing changes a record.
+# fields through object.__setattr__, which made building it more than twice as slow. Nothing changes a record;
+# it cannot be hashed (nor a ReprocessedReject holding one), and nothing needs it to be.
 @dataclass(slots=True)
 class PushRecord:
     workflow_id: str

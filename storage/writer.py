@@ -4,7 +4,8 @@ Handlers call ``submit``; the writer task takes everything waiting (up to ``max_
 one ``BEGIN IMMEDIATE`` transaction, commits, and only then resolves each item's future. On SQLite the
 whole transaction (look-up, multi-row inserts, commit) is one hop to the connection's thread
 (``run_transaction``): every hop waits for a busy event loop to come round, so the batch makes one. The
-usual batch, new pushes only, is a single INSERT committed on its own (``_insert_if_all_new``).
+usual batch, up to ``INSERT_ROWS`` new pushes and nothing else, is a single INSERT committed on its own
+(``_insert_if_all_new``).
 
 A failed batch is answered as failed and the writer goes on; if the failure broke the connection itself,
 the writer opens a new one before the next batch. If the writer task ever ends without being closed,

@@ -132,3 +132,26 @@ async def test_a_statement_alone_on_a_locked_file_waits_like_the_transaction(
     assert await run_transaction(conn, 5.0, insert(6), alone=insert_alone(7)) == 6
     assert [tuple(r) for r in rows(db_path, "SELECT n FROM t")] == [(6,)]
     assert [tuple(r) for r in rows(db_path, "SELECT n FROM u")] == [(1,)]
+
+
+@pytest.mark.usefixtures("unique_table")
+async def test_a_statement_alone_is_not_tried_inside_a_transaction_left_open(
+    conn: aiosqlite.Connection, db_path: Path
+) -> None:
+    # There it would not commit on its own: the batch must fail loudly rather than be answered unstored.
+    await conn.execute("BEGIN")
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        await run_transaction(conn, 1.0, insert(1), alone=insert_alone(8))
+    await conn.rollback()
+    assert [tuple(r) for r in rows(db_path, "SELECT n FROM u")] == [(1,)]
+
+
+async def test_a_statement_alone_that_breaks_another_constraint_fails_the_batch(conn: aiosqlite.Connection) -> None:
+    await conn.execute("CREATE TABLE v (n INTEGER NOT NULL)")
+
+    def null_row(db: sqlite3.Connection) -> str:
+        db.execute("INSERT INTO v VALUES (NULL)")
+        return "alone"
+
+    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+        await run_transaction(conn, 1.0, not_called, alone=null_row)

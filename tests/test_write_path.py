@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,9 +14,10 @@ import pytest
 
 from handlers.keys import WRITER
 from handlers.payload import decode, to_record
+from storage import writer as writer_module
 from storage.connection import open_writer
 from storage.migrations import migrate
-from storage.records import Outcome, PushRecord, utc_now
+from storage.records import Outcome, PushRecord, Record, utc_now
 from storage.writer import INSERT_ROWS, SqliteBatches, WriteFailed, Writer, WriterUnavailable, stored_hashes_sql
 from tests.support import SAMPLE_BYTES, ClientFactory, both_backends, execute, record, rows, sample, sqlite_file
 
@@ -215,9 +216,30 @@ async def test_writer_batches_share_one_transaction(db_path: Path) -> None:
     assert rows(db_path, "SELECT sum(deliveries) FROM pushes")[0][0] == 60
 
 
-async def test_a_batch_holding_a_stored_key_is_answered_in_full_and_stores_nothing_twice(db_path: Path) -> None:
+def spy_on_insert_alone(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What each try of the single INSERT came to: "stored", "not applicable" or the error it raised."""
+    tries: list[str] = []
+    real = writer_module._insert_if_all_new
+
+    def spy(records: Sequence[Record], db: sqlite3.Connection) -> list[Outcome] | None:
+        try:
+            outcomes = real(records, db)
+        except sqlite3.Error as exc:
+            tries.append(type(exc).__name__)
+            raise
+        tries.append("not applicable" if outcomes is None else "stored")
+        return outcomes
+
+    monkeypatch.setattr(writer_module, "_insert_if_all_new", spy)
+    return tries
+
+
+async def test_a_batch_holding_a_stored_key_is_answered_in_full_and_stores_nothing_twice(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A batch of new keys only is one INSERT on its own; one stored key among them makes that INSERT fail as a
     # whole, and the batch is written the long way: every outcome right, every delivery counted once.
+    tries = spy_on_insert_alone(monkeypatch)
     async with running_writer(db_path, max_batch=64) as writer:
         future = writer.submit(record("old"), wait=True)
         assert future is not None
@@ -226,11 +248,15 @@ async def test_a_batch_holding_a_stored_key_is_answered_in_full_and_stores_nothi
         outcomes = await asyncio.gather(*(f for f in futures if f is not None))
     assert outcomes == [Outcome.NEW, Outcome.DUPLICATE, Outcome.NEW]
     assert writer.stats.batches == 2
+    assert tries == ["stored", "IntegrityError"]
     stored = rows(db_path, "SELECT call_id, deliveries FROM pushes ORDER BY seq")
     assert [tuple(r) for r in stored] == [("old", 2), ("n1", 1), ("n2", 1)]
 
 
-async def test_a_batch_larger_than_one_insert_is_written_in_chunks_in_one_transaction(db_path: Path) -> None:
+async def test_a_batch_larger_than_one_insert_is_written_in_chunks_in_one_transaction(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tries = spy_on_insert_alone(monkeypatch)
     count = INSERT_ROWS * 2 + 5
     async with running_writer(db_path, max_batch=count) as writer:
         futures = [writer.submit(record(f"big{n}"), wait=True) for n in range(count)]
@@ -238,6 +264,7 @@ async def test_a_batch_larger_than_one_insert_is_written_in_chunks_in_one_transa
     assert outcomes == [Outcome.NEW] * count
     assert writer.stats.batches == 1
     assert tuple(rows(db_path, "SELECT count(*), sum(deliveries) FROM pushes")[0]) == (count, count)
+    assert tries == ["not applicable"]
 
 
 def with_body(call_id: str, intention: str) -> PushRecord:
