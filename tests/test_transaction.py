@@ -54,12 +54,17 @@ async def test_work_that_raises_is_rolled_back_and_the_connection_goes_on(
     assert [tuple(r) for r in rows(db_path, "SELECT n FROM t")] == [(2,)]
 
 
+def lock_held_for_three_attempts(hold_lock: LockTaker) -> None:
+    """Another connection holds the write lock, and lets it go after three of the writer's lock attempts."""
+    other = hold_lock()
+    asyncio.get_running_loop().call_later(3 * LOCK_ATTEMPT_MS / 1000, other.rollback)
+
+
 async def test_a_locked_file_is_retried_until_the_lock_is_released(
     conn: aiosqlite.Connection, db_path: Path, hold_lock: LockTaker
 ) -> None:
-    other = hold_lock()
+    lock_held_for_three_attempts(hold_lock)
     loop = asyncio.get_running_loop()
-    loop.call_later(3 * LOCK_ATTEMPT_MS / 1000, other.rollback)
     started = loop.time()
     assert await run_transaction(conn, 5.0, insert(3)) == 3
     assert loop.time() - started >= 2 * LOCK_ATTEMPT_MS / 1000
@@ -126,9 +131,7 @@ async def test_a_statement_alone_that_does_not_apply_leaves_it_to_the_transactio
 async def test_a_statement_alone_on_a_locked_file_waits_like_the_transaction(
     conn: aiosqlite.Connection, db_path: Path, hold_lock: LockTaker
 ) -> None:
-    other = hold_lock()
-    loop = asyncio.get_running_loop()
-    loop.call_later(3 * LOCK_ATTEMPT_MS / 1000, other.rollback)
+    lock_held_for_three_attempts(hold_lock)
     assert await run_transaction(conn, 5.0, insert(6), alone=insert_alone(7)) == 6
     assert [tuple(r) for r in rows(db_path, "SELECT n FROM t")] == [(6,)]
     assert [tuple(r) for r in rows(db_path, "SELECT n FROM u")] == [(1,)]
