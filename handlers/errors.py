@@ -122,6 +122,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     """Map errors to JSON, log one line per request with what the handler recorded, and time the request
     for the metrics by its route. One middleware, not one per job: each costs a coroutine per request."""
     started = time.perf_counter()
+    route = _route(request)  # matched before any middleware runs
     fields: dict[str, Any] = {}
     request[LOG_FIELDS] = fields
     try:
@@ -150,10 +151,10 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             if lines.take():
                 _log_request(logging.INFO, request, fields, started)
             else:
-                lines.hold((request.method, _route(request), fields.get("outcome", response.status)))
+                lines.hold((request.method, route, fields.get("outcome", response.status)))
         return response
     finally:
-        request.app[METRICS].observe_request(_route(request), time.perf_counter() - started)
+        request.app[METRICS].observe_request(route, time.perf_counter() - started)
 
 
 def _log_request(level: int, request: web.Request, fields: dict[str, Any], started: float) -> None:
