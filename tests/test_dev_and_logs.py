@@ -16,7 +16,7 @@ import pytest
 from plumbing.logs import JsonFormatter, TextFormatter, escape, resolve_format
 from plumbing.settings import ConfigError, load
 from plumbing.version import VERSION
-from storage.migrations import SCHEMA_VERSION
+from storage.sqlite.schema import SCHEMA_VERSION
 from tests.process import ROOT, console_script, run_server_to_exit, running_server
 from tests.support import SAMPLE_BYTES, free_port, get, post, sample, send
 
