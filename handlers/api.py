@@ -11,7 +11,7 @@ from aiohttp import web
 
 from handlers.access import read_access
 from handlers.errors import ApiError
-from handlers.keys import READERS
+from handlers.keys import DATABASE, READERS
 from storage import outbox, queries
 from storage.filters import EXACT_FILTERS, TIME_FILTERS, parse_after, parse_int, parse_push_filter
 from storage.sql import Reader
@@ -85,7 +85,7 @@ async def show_push(request: web.Request) -> web.Response:
 async def show_stats(request: web.Request) -> web.Response:
     query_params(request, ())
     async with reader(request) as conn:
-        return json_response(await queries.stats(conn))
+        return json_response(await request.app[DATABASE].stats(conn))
 
 
 @read_access

@@ -13,9 +13,10 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from plumbing.settings import Settings
-from storage import outbox
+from storage import outbox, queries
 from storage.backend import Backend
 from storage.backup import Copied, Progress
 from storage.link import LinkHealth
@@ -105,6 +106,10 @@ class Database:
 
     async def schema_version(self) -> int:
         return await self._backend.schema_version()
+
+    async def stats(self, conn: Reader) -> dict[str, Any]:
+        """The figures of storage.queries.stats, read on ``conn``, and the schema version the database holds."""
+        return {**await queries.stats(conn), "schema_version": await self.schema_version()}
 
     def retention_chunks(self) -> AbstractAsyncContextManager[Chunks]:
         return self._backend.retention_chunks()
