@@ -4,8 +4,8 @@ Safe while the server runs: every step is a short write transaction of at most `
 the server's writer waits at most a few milliseconds (well inside its lock wait) between steps, and after
 each step the purge pauses twice as long as the step took: it holds the write lock at most a third of the
 time, so pushes keep more than half their pace while it runs (the purge's own work also takes CPU from
-the receiver on a small machine). The steps are the same on both databases; ``Chunks`` is what differs (storage/sqlite/retention.py,
-storage/postgres/retention.py).
+the receiver on a small machine). The steps are the same on both databases; ``Chunks`` is what differs
+(storage/sqlite/retention.py, storage/postgres/retention.py).
 """
 
 from __future__ import annotations
