@@ -23,31 +23,12 @@ from typing import Any
 import orjson
 
 from storage import outbox, sql
+from storage.batch import PUSH_ROW_COLUMNS
 from storage.filters import PushFilter
 from storage.sql import Params, Reader
 
 # The typed columns of a push, in the order pages, CSV and the docs show them.
-PUSH_COLUMNS = (
-    "seq",
-    "workflow_id",
-    "node_id",
-    "call_id",
-    "workflow_name",
-    "node_name",
-    "case_id",
-    "callee_number",
-    "task_id",
-    "robot_id",
-    "call_start_time",
-    "call_end_time",
-    "intention",
-    "hangup_type",
-    "ring_type",
-    "first_received_at",
-    "last_received_at",
-    "deliveries",
-    "warnings",
-)
+PUSH_COLUMNS = ("seq", *PUSH_ROW_COLUMNS[: PUSH_ROW_COLUMNS.index("warnings")], "deliveries", "warnings")
 
 
 def _where(push_filter: PushFilter, p: Params) -> str:

@@ -113,20 +113,23 @@ class SqliteBackend:
             await conn.close()
 
     @asynccontextmanager
-    async def retention_chunks(self) -> AsyncIterator[SqliteChunks]:
+    async def _own_writer(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write connection of a command's own, on a schema brought up to date, closed at the end."""
         writer, _ = await self._migrated_writer()
         try:
-            yield SqliteChunks(writer, self._lock_wait)
+            yield writer
         finally:
             await writer.close()
 
     @asynccontextmanager
+    async def retention_chunks(self) -> AsyncIterator[SqliteChunks]:
+        async with self._own_writer() as writer:
+            yield SqliteChunks(writer, self._lock_wait)
+
+    @asynccontextmanager
     async def replays(self) -> AsyncIterator[SqliteReplays]:
-        writer, _ = await self._migrated_writer()
-        try:
+        async with self._own_writer() as writer:
             yield SqliteReplays(writer, self._lock_wait)
-        finally:
-            await writer.close()
 
     async def open_outbox(self) -> SqliteOutbox:
         return SqliteOutbox(await self.open_reader(chunk_rows=64))
