@@ -37,6 +37,7 @@ from plumbing.settings import (
     ConfigError,
     Settings,
     load,
+    require_guarded,
 )
 from plumbing.systemd_notify import Notifier
 from plumbing.version import VERSION
@@ -240,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {name: getattr(args, name, None) for name in ("host", "port", "db_path", "log_format")}
     try:
         settings = load(args.config, overrides, dev=bool(getattr(args, "dev", False)))
+        if args.command == "serve":
+            require_guarded(settings)
     except ConfigError as exc:
         return fail(str(exc))
     if args.command != "serve":

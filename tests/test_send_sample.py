@@ -92,7 +92,10 @@ def test_file_option_and_bad_files(tmp_path: Path) -> None:
     ("settings", "url"),
     [
         (Settings(), "http://127.0.0.1:8080/push"),
-        (Settings(host="0.0.0.0", port=9000, push_token="s3cret"), "http://127.0.0.1:9000/push/s3cret"),
+        (
+            Settings(host="0.0.0.0", port=9000, push_token="s3cret-0123456789"),
+            "http://127.0.0.1:9000/push/s3cret-0123456789",
+        ),
         (Settings(host="::", push_path="/in"), "http://[::1]:8080/in"),
         (Settings(tls_cert="c.pem", tls_key="k.pem"), "https://127.0.0.1:8080/push"),
     ],
@@ -124,4 +127,4 @@ def test_a_certificate_that_cannot_be_loaded_is_one_sentence_on_stderr(tmp_path:
     assert result.returncode == 2
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
-    assert line.startswith("airudder-receiver: send-sample: cannot load tls_cert cert.pem: "), line
+    assert line.startswith(f"airudder-receiver: send-sample: cannot load tls_cert {tmp_path / 'cert.pem'}: "), line
