@@ -145,12 +145,12 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             fields.setdefault("error", error.code)
             response = error_response(error)
         fields["status"] = response.status
-        error = response.status >= 400
-        if not error and request.match_info.handler in _QUIET:
+        failed = response.status >= 400
+        if not failed and request.match_info.handler in _QUIET:
             _log_request(logging.DEBUG, request, fields, started)
         elif log.isEnabledFor(logging.INFO):
             lines = request.app[REQUEST_LINES]
-            if lines.take(error):
+            if lines.take(failed):
                 _log_request(logging.INFO, request, fields, started)
             else:
                 lines.hold((request.method, route, fields.get("outcome", fields.get("error", response.status))))
