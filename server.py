@@ -19,6 +19,7 @@ from aiohttp import web
 from commands import COMMANDS, run_command
 from forwarding.dispatcher import Dispatcher
 from handlers.access import ACCESS, AccessPolicy
+from handlers.content_encoding import RAW_BODIES
 from handlers.errors import PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES, errors_and_access_log
 from handlers.event_hub import EventHub
 from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, REQUEST_LINES, SETTINGS, WRITER
@@ -130,7 +131,7 @@ async def _flush_request_lines(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_and_access_log])
+    app = web.Application(middlewares=[errors_and_access_log], handler_args=RAW_BODIES)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(settings.db_path, PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES)
     app[EVENTS] = EventHub()

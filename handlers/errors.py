@@ -52,7 +52,8 @@ INVALID_PUSH_STATUS = {"invalid_json": 400, "not_an_object": 400, "missing_field
 # Every code a push can be answered with besides 200, so that the metrics show each at 0 before it happens:
 # refusals (4xx; those of handlers.push's own checks follow the payload's), and the 503s.
 PUSH_REJECT_CODES = (
-    "forbidden", "not_found", "body_too_large", "body_timeout", "invalid_body", "body_incomplete", *INVALID_PUSH_STATUS
+    "forbidden", "not_found", "body_too_large", "body_timeout", "invalid_body", "body_incomplete",
+    "unsupported_encoding", *INVALID_PUSH_STATUS,
 )  # fmt: skip
 PUSH_UNAVAILABLE_CODES = (*UNAVAILABLE_CAUSES, "commit_timeout", "storage_error")
 

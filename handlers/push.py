@@ -6,9 +6,10 @@ import asyncio
 import logging
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from handlers.access import ACCESS
+from handlers.content_encoding import decode_content
 from handlers.errors import LOG_FIELDS, ApiError, http_error
 from handlers.keys import METRICS, SETTINGS, WRITER
 from handlers.payload import InvalidPush, decode, to_record
@@ -19,7 +20,9 @@ log = logging.getLogger("airudder_receiver.push")
 
 EMPTY_OBJECT = b"{}"
 # Headers worth keeping with a reject: enough to tell who sent it and how, nothing secret.
-KEPT_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "User-Agent", "X-Forwarded-For")
+KEPT_HEADERS = (
+    "Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding", "User-Agent", "X-Forwarded-For"
+)  # fmt: skip
 
 
 async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
@@ -46,7 +49,7 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
     except TimeoutError:
         raise ApiError(408, "body_timeout", f"the body did not arrive within {seconds:g}s") from None
     except web.RequestPayloadError:
-        raise ApiError(400, "invalid_body", "the body cannot be decoded (broken chunks or Content-Encoding)") from None
+        raise ApiError(400, "invalid_body", "the body's chunked framing does not decode") from None
     except ConnectionResetError:
         raise ApiError(400, "body_incomplete", "the connection closed before the whole body arrived") from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -126,11 +129,13 @@ async def _take_push(request: web.Request) -> web.Response:
     body: bytes | None = None
     try:
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
+        body = decode_content(body, request.headers.getall(hdrs.CONTENT_ENCODING, ()), settings.max_body_bytes)
         record = to_record(body, decode(body), utc_now())
     except (ApiError, InvalidPush) as exc:
         error = http_error(exc, settings.retry_after)
         assert error is not None  # both are mapped
-        await keep_reject(request, error, body)
+        # A body past the limit is not kept, however small it arrived compressed.
+        await keep_reject(request, error, None if error.code == "body_too_large" else body)
         raise error from None
     fields["key"] = "/".join(record.key)
     outcome = await store(request, record, len(body))

@@ -274,12 +274,15 @@ CORPUS: list[Hostile] = [
         "hostile-deflate",
         {"Content-Encoding": "deflate"},
     ),
-    refused(
-        "brotli-unsupported",
+    rejected("brotli-unsupported", "framing", b"xxxx", 415, "unsupported_encoding", {"Content-Encoding": "br"}),
+    rejected("zstd-unsupported", "framing", b"xxxx", 415, "unsupported_encoding", {"Content-Encoding": "zstd"}),
+    rejected(
+        "unknown-coding",
         "framing",
-        wire("brotli-unsupported", b"xxxx", {"Content-Encoding": "br"}),
-        400,
-        HTTP_PARSER,
+        orjson.dumps(push("coding")),
+        415,
+        "unsupported_encoding",
+        {"Content-Encoding": "compress"},
     ),
     # Content types: ignored, since senders mislabel; only the body decides.
     stored("text-plain", "content-type", orjson.dumps(push("text")), "hostile-text", {"Content-Type": "text/plain"}),
