@@ -48,7 +48,9 @@ class ApiError(Exception):
 
 
 # A push that fails its checks: unreadable JSON is 400, a readable push without a usable identity is 422.
-INVALID_PUSH_STATUS = {"invalid_json": 400, "not_an_object": 400, "missing_field": 422, "invalid_field": 422}
+INVALID_PUSH_STATUS = {
+    "invalid_json": 400, "not_an_object": 400, "missing_field": 422, "invalid_field": 422, "duplicate_key": 422
+}  # fmt: skip
 # Every code a push can be answered with besides 200, so that the metrics show each at 0 before it happens:
 # refusals (4xx; those of handlers.push's own checks follow the payload's), and the 503s.
 PUSH_REJECT_CODES = (

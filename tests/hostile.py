@@ -194,11 +194,12 @@ CORPUS: list[Hostile] = [
     rejected("call-id-object", "identity", orjson.dumps(push("x", call_id={"$gt": ""})), 422, "invalid_field"),
     stored("workflow-id-integer", "identity", with_top("int-wf", workflow_id=7), "hostile-int-wf"),
     stored("sql-in-id", "identity", orjson.dumps(push("x", call_id=SQL)), SQL),
-    stored(
-        "duplicate-key-last-wins",
+    rejected(
+        "duplicate-key",
         "identity",
         b'{"workflow_id": "w", "node_id": "n", "call": {"call_id": null, "call_id": "hostile-dup"}}',
-        "hostile-dup",
+        422,
+        "duplicate_key",
     ),
     # Every other field of the wrong type: stored, with warnings.
     stored(
