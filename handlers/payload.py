@@ -100,7 +100,8 @@ def _may_repeat_a_key(body: bytes, data: dict[str, Any]) -> bool:
         kept = orjson.dumps(data).count(b":")
     except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels), which it reads (1,024)
         kept = _colons(data)
-    return b"\\u003" in body or body.count(b":") != kept
+    # Most bodies hold no backslash at all, which one memchr tells faster than a search for the escape.
+    return (b"\\" in body and b"\\u003" in body) or body.count(b":") != kept
 
 
 def _colons(document: Any) -> int:
