@@ -22,10 +22,11 @@ from handlers.access import ACCESS, AccessPolicy
 from handlers.content_encoding import RAW_BODIES
 from handlers.errors import PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES, errors_and_access_log
 from handlers.event_hub import EventHub
-from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, REQUEST_LINES, SETTINGS, WRITER
+from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, RECENT_STORES, REQUEST_LINES, SETTINGS, WRITER
 from handlers.metrics_registry import Metrics
 from handlers.push_lines import log_pushes
 from handlers.ready_probe import ReadyProbe
+from handlers.recent_stores import RecentStores
 from handlers.request_lines import RequestLines
 from handlers.routes import setup_routes
 from plumbing import event_loop, logs
@@ -137,6 +138,7 @@ def create_app(settings: Settings) -> web.Application:
     app[EVENTS] = EventHub()
     app[ACCESS] = AccessPolicy.from_settings(settings)
     app[READY_PROBE] = ReadyProbe()
+    app[RECENT_STORES] = RecentStores()
     app[REQUEST_LINES] = RequestLines(settings.log_requests_per_second)
     app.on_shutdown.append(_end_event_streams)
     # First of the cleanups, before the database's drain, which may take seconds.

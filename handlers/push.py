@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from handlers.access import ACCESS
 from handlers.content_encoding import decode_content
 from handlers.errors import LOG_FIELDS, ApiError, http_error
-from handlers.keys import METRICS, SETTINGS, WRITER
+from handlers.keys import METRICS, RECENT_STORES, SETTINGS, WRITER
 from handlers.payload import InvalidPush, decode, to_record
 from storage.records import Outcome, Record, RejectRecord, utc_now
 from storage.writer import STORE_ERRORS
@@ -113,13 +113,17 @@ def admit(request: web.Request) -> None:
 
 async def receive_push(request: web.Request) -> web.Response:
     try:
-        return await _take_push(request)
+        response = await _take_push(request)
     except Exception as exc:
         error = http_error(exc, request.app[SETTINGS].retry_after)
         if error is None:
             raise
+        if error.status >= 500:
+            request.app[RECENT_STORES].record(False)
         request.app[METRICS].count_refusal(error.status, error.code)
         raise error from None
+    request.app[RECENT_STORES].record(True)
+    return response
 
 
 async def _take_push(request: web.Request) -> web.Response:
