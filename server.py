@@ -186,7 +186,9 @@ async def serve(settings: Settings) -> None:
             scheme,
             settings.host,
             settings.port,
-            settings.push_path,
+            f"{settings.push_path}/*** (push token loaded)"
+            if settings.push_token
+            else f"{settings.push_path} (no push token loaded)",
             masked(settings.db_path),
             SCHEMA_VERSION,
             settings.ack,

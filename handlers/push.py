@@ -95,7 +95,8 @@ def client_address(request: web.Request) -> str | None:
 
 
 def admit(request: web.Request) -> None:
-    """403 outside ``allow_ips``, 404 without the push token; logged with the client, not stored.
+    """403 outside ``allow_ips``, 404 without the push token (or, with none set, for any path under the push
+    path); logged with the client, not stored.
 
     Each refusal is counted in the metrics by its code, like every other refused push.
     """
@@ -106,7 +107,7 @@ def admit(request: web.Request) -> None:
         if not access.allows(client):
             request[LOG_FIELDS]["client"] = client
             raise ApiError(403, "forbidden", "this address may not push here")
-    if not access.push_token_matches(request.match_info.get("token", "")):
+    if not access.push_token_matches(request.match_info.get("token")):
         request[LOG_FIELDS]["client"] = client_address(request)
         raise ApiError(404, "not_found", "there is nothing at this path")
 

@@ -45,3 +45,13 @@ def test_the_wheel_builds_without_warnings_and_holds_the_package_data(tmp_path: 
         "plumbing/version.py",
     } <= names
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
+
+
+def test_make_run_takes_a_port_without_editing_config_toml() -> None:
+    def recipe(*args: str) -> list[str]:
+        dry = subprocess.run(["make", "-n", "run", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert dry.returncode == 0, dry.stderr
+        return [line.rstrip() for line in dry.stdout.splitlines() if " serve" in line]
+
+    assert recipe("PORT=9123") == [".venv/bin/airudder-receiver serve --port 9123"]
+    assert recipe() == [".venv/bin/airudder-receiver serve"]

@@ -104,3 +104,15 @@ async def test_wrong_tokens_are_counted_and_store_nothing(make_client: ClientFac
     assert (await client.post("/push/s3cret-0123456789", data=SAMPLE_BYTES)).status == 200
     assert refusals(client, "not_found") == 6
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
+
+
+async def test_every_404_under_the_push_path_is_counted_without_a_push_token_too(
+    make_client: ClientFactory, db_path: Path
+) -> None:
+    client = await make_client()
+    for path in ("/push/", "/push/guess", "/push/a/b"):
+        response = await client.post(path, data=SAMPLE_BYTES)
+        assert (response.status, (await response.json())["error"]) == (404, "not_found"), path
+    assert refusals(client, "not_found") == 3
+    assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1

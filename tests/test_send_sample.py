@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -75,6 +76,38 @@ def test_retries_a_503_until_the_database_frees_up(
     assert proc.returncode == 0
     assert "attempt 2/6: HTTP 200" in rest
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
+
+
+def test_without_a_push_token_it_says_so(tmp_path: Path) -> None:
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3") as server:
+        (tmp_path / "c.toml").write_text(f"port = {server.port}\n")
+        result = send_sample(tmp_path, "--config", str(tmp_path / "c.toml"), "--retries", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "no push token is loaded (push_token, or AIRUDDER_RECEIVER_PUSH_TOKEN in the environment): posting without one"
+    )
+
+
+def test_ctrl_c_while_waiting_to_retry_stops_quietly(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/push"
+    proc = subprocess.Popen(
+        [console_script(), "send-sample", "--url", url, "--interval", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert "retrying in 60 s" in [proc.stdout.readline() for _ in range(3)][2]
+        proc.send_signal(signal.SIGINT)
+        _, errors = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert errors.strip() == ""
 
 
 def test_file_option_and_bad_files(tmp_path: Path) -> None:
