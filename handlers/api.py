@@ -52,9 +52,10 @@ def page_limit(params: Mapping[str, str]) -> int:
     return DEFAULT_LIMIT if text is None else parse_int("limit", text, 1, MAX_LIMIT)
 
 
-def page(items: list[dict[str, Any]], cursor: str) -> web.Response:
-    """``next_after`` is the cursor of the last item, or null when the page is empty (nothing newer yet)."""
-    return json_response({"items": items, "next_after": items[-1][cursor] if items else None})
+def page(items: list[dict[str, Any]], cursor: str, after: int) -> web.Response:
+    """``next_after`` is the cursor of the last item, or on an empty page (nothing newer yet) the ``after``
+    it was asked for: a client passes it back as it is, and never has a null to make sense of."""
+    return json_response({"items": items, "next_after": items[-1][cursor] if items else after})
 
 
 @read_access
@@ -67,7 +68,7 @@ async def list_pushes(request: web.Request) -> web.Response:
     if push_filter.newest_first:
         # Going back in time: the next page is below the last (oldest) seq of this one.
         return json_response({"items": items, "next_before": items[-1]["seq"] if items else None})
-    return page(items, "seq")
+    return page(items, "seq", push_filter.after)
 
 
 @read_access
@@ -95,7 +96,7 @@ async def list_rejects(request: web.Request) -> web.Response:
     limit = page_limit(params)
     async with reader(request) as conn:
         items = await queries.page_rejects(conn, after, limit, params.get("reason"))
-    return page(items, "id")
+    return page(items, "id", after)
 
 
 @read_access
@@ -111,4 +112,4 @@ async def list_deliveries(request: web.Request) -> web.Response:
     limit = page_limit(params)
     async with reader(request) as conn:
         items = await forwarding.page_jobs(conn, job_filter, limit)
-    return page(items, "id")
+    return page(items, "id", job_filter.after)

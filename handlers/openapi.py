@@ -97,11 +97,15 @@ def _columns(names: tuple[str, ...]) -> dict[str, Any]:
     return {"type": "object", "properties": properties}
 
 
+# next_after is always a cursor to pass back; next_before is null once there is nothing older.
+NEVER_NULL = {"next_after": "integer"}
+
+
 def _page(item: str, cursors: tuple[str, ...]) -> dict[str, Any]:
     """A page: its items and exactly one cursor (``next_after``, or ``next_before`` for a newest-first page)."""
     items = {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}}
     descriptions = {
-        "next_after": "cursor of the last item, to pass as after; null if none",
+        "next_after": "cursor of the last item, to pass as after; on an empty page, the after given",
         "next_before": "seq of the last (oldest) item, to pass as before; null if none (order=newest only)",
     }
     return {
@@ -110,7 +114,7 @@ def _page(item: str, cursors: tuple[str, ...]) -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "items": items,
-                    cursor: {"type": ["integer", "null"], "description": descriptions[cursor]},
+                    cursor: {"type": NEVER_NULL.get(cursor, ["integer", "null"]), "description": descriptions[cursor]},
                 },
                 "required": ["items", cursor],
                 "additionalProperties": False,
