@@ -11,15 +11,25 @@ from aiohttp import web
 
 from handlers.access import read_access
 from handlers.errors import ApiError
-from handlers.keys import DATABASE, READERS
+from handlers.keys import DATABASE, READERS, SETTINGS
 from storage import outbox, queries
-from storage.filters import EXACT_FILTERS, TIME_FILTERS, parse_after, parse_int, parse_push_filter
+from storage.filters import (
+    EXACT_FILTERS,
+    MAX_SEQ,
+    TIME_FILTERS,
+    parse_after,
+    parse_cursor,
+    parse_int,
+    parse_push_filter,
+)
 from storage.sql import Reader
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 PUSH_PARAMS = (*EXACT_FILTERS, *TIME_FILTERS, "after", "before", "order", "limit")
-REJECT_PARAMS = ("reason", "after", "limit")
+REJECT_PARAMS = ("reason", "after", "before", "order", "limit")
+VERSION_PARAMS = ("after", "limit")
+NO_SUCH_CALL = "no push is stored for this workflow_id, node_id and call_id"
 DELIVERY_PARAMS = ("destination", "state", "call_id", "after", "limit")
 
 
@@ -52,10 +62,14 @@ def page_limit(params: Mapping[str, str]) -> int:
     return DEFAULT_LIMIT if text is None else parse_int("limit", text, 1, MAX_LIMIT)
 
 
-def page(items: list[dict[str, Any]], cursor: str, after: int) -> web.Response:
+def page(items: list[dict[str, Any]], cursor: str, after: int, more: bool | None = None) -> web.Response:
     """``next_after`` is the cursor of the last item, or on an empty page (nothing newer yet) the ``after``
-    it was asked for: a client passes it back as it is, and never has a null to make sense of."""
-    return json_response({"items": items, "next_after": items[-1][cursor] if items else after})
+    it was asked for: a client passes it back as it is, and never has a null to make sense of. Pages that
+    carry bodies say with ``more`` whether max_answer_bytes cut them short of ``limit``."""
+    answer: dict[str, Any] = {"items": items, "next_after": items[-1][cursor] if items else after}
+    if more is not None:
+        answer["more"] = more
+    return json_response(answer)
 
 
 @read_access
@@ -78,8 +92,26 @@ async def show_push(request: web.Request) -> web.Response:
     async with reader(request) as conn:
         push = await queries.push_detail(conn, key["workflow_id"], key["node_id"], key["call_id"])
     if push is None:
-        raise ApiError(404, "not_found", "no push is stored for this workflow_id, node_id and call_id")
+        raise ApiError(404, "not_found", NO_SUCH_CALL)
     return json_response(push)
+
+
+@read_access
+async def list_versions(request: web.Request) -> web.Response:
+    """Every body a call was received with, oldest first (version 0 is the first), a page at a time."""
+    params = query_params(request, VERSION_PARAMS)
+    after = None if "after" not in params else parse_int("after", params["after"], 0, MAX_SEQ)
+    key = request.match_info
+    async with reader(request) as conn:
+        found = await queries.push_versions(
+            conn, key["workflow_id"], key["node_id"], key["call_id"], after, page_limit(params),
+            request.app[SETTINGS].max_answer_bytes,
+        )  # fmt: skip
+    if found is None:
+        raise ApiError(404, "not_found", NO_SUCH_CALL)
+    items, more = found
+    # Without after the page starts at version 0, which every call has: only a page after one is empty.
+    return page(items, "version", after or 0, more)
 
 
 @read_access
@@ -92,11 +124,16 @@ async def show_stats(request: web.Request) -> web.Response:
 @read_access
 async def list_rejects(request: web.Request) -> web.Response:
     params = query_params(request, REJECT_PARAMS)
-    after = parse_after(params)
+    after, before, newest_first = parse_cursor(params)
     limit = page_limit(params)
+    max_bytes = request.app[SETTINGS].max_answer_bytes
     async with reader(request) as conn:
-        items = await queries.page_rejects(conn, after, limit, params.get("reason"))
-    return page(items, "id", after)
+        items, more = await queries.page_rejects(
+            conn, after, limit, max_bytes, params.get("reason"), before=before, newest_first=newest_first
+        )
+    if newest_first:
+        return json_response({"items": items, "next_before": items[-1]["id"] if items else None, "more": more})
+    return page(items, "id", after, more)
 
 
 @read_access

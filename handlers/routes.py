@@ -25,6 +25,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/favicon.ico", quiet(inspector.no_icon))
     app.router.add_get("/api/pushes", api.list_pushes)
     app.router.add_get("/api/pushes/{workflow_id}/{node_id}/{call_id}", api.show_push)
+    app.router.add_get("/api/pushes/{workflow_id}/{node_id}/{call_id}/versions", api.list_versions)
     app.router.add_get("/api/stats", api.show_stats)
     app.router.add_get("/api/rejects", api.list_rejects)
     app.router.add_get("/api/deliveries", api.list_deliveries)

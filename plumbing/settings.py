@@ -64,6 +64,8 @@ class Settings:
     allow_unauthenticated: bool = False
     api_readers: int = 4
     max_body_bytes: int = 1024 * 1024
+    # Bytes of bodies one /api answer holds at most (about); the page stops there and says so.
+    max_answer_bytes: int = 8 * 1024 * 1024
     ack: str = "committed"
     ack_timeout: float = 5.0
     queue_max: int = 10_000
@@ -108,6 +110,7 @@ class Settings:
             )
         _require(1 <= self.api_readers <= 32, "api_readers must be between 1 and 32")
         _require(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024")
+        _require(self.max_answer_bytes >= 64 * 1024, "max_answer_bytes must be at least 65536")
         _require(self.ack in ACK_MODES, f"ack must be one of {', '.join(ACK_MODES)}, not {self.ack!r}")
         _require(0 < self.ack_timeout <= 9, "ack_timeout must be more than 0 and at most 9 seconds")
         _require(self.queue_max >= 1, "queue_max must be at least 1")

@@ -64,6 +64,35 @@ def _where(push_filter: PushFilter, p: Params) -> str:
     )
 
 
+class Budget:
+    """The bodies one answer may still hold, in bytes (characters for text on SQLite, near enough): a page of
+    large bodies is cut short rather than held in memory whole. The first item is always taken, so that
+    every page moves its cursor on."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._left = max_bytes
+        self._taken = 0
+        self.cut = False
+
+    def take(self, size: int | None) -> bool:
+        if self._taken and (size or 0) > self._left:
+            self.cut = True
+            return False
+        self._left -= size or 0
+        self._taken += 1
+        return True
+
+    async def last_within(self, sizes: AsyncGenerator[Any, None]) -> Any:
+        """The cursor of the last ``(cursor, size)`` row that fits, or None; rows past it are not read."""
+        last = None
+        async with aclosing(sizes) as rows:
+            async for cursor, size in rows:
+                if not self.take(size):
+                    break
+                last = cursor
+        return last
+
+
 def push_row(row: Any) -> dict[str, Any]:
     """A stored row as JSON-ready values: ``warnings`` and ``body`` (when selected) are decoded."""
     item = dict(row)
@@ -103,9 +132,10 @@ async def page_pushes(conn: Reader, push_filter: PushFilter, limit: int) -> list
 
 
 async def push_detail(conn: Reader, workflow_id: str, node_id: str, call_id: str) -> dict[str, Any] | None:
-    """One call: typed columns, the body as received (null once purged), any differing versions, and its
-    deliveries to forwarding destinations."""
-    async with conn.snapshot():  # the push and its versions from the same commit
+    """One call: typed columns, its latest body (null once purged) and which version that is, how many
+    bodies it was received with (``push_versions`` pages through them), and its deliveries to forwarding
+    destinations. One body however many versions the call has: a read's memory does not grow with them."""
+    async with conn.snapshot():  # the push and its latest version from the same commit
         p = conn.params()
         rows = await conn.fetch(
             f"SELECT {', '.join(PUSH_COLUMNS)}, body FROM pushes"
@@ -116,14 +146,63 @@ async def push_detail(conn: Reader, workflow_id: str, node_id: str, call_id: str
             return None
         push = push_row(rows[0])
         p = conn.params()
-        versions = await conn.fetch(
-            f"SELECT received_at, body FROM push_versions WHERE push_seq = {p(push['seq'])} ORDER BY id", p
-        )
+        ((later,),) = await conn.fetch(f"SELECT count(*) FROM push_versions WHERE push_seq = {p(push['seq'])}", p)
+        if later:
+            p = conn.params()
+            (latest,) = await conn.fetch(
+                f"SELECT body FROM push_versions WHERE push_seq = {p(push['seq'])} ORDER BY id DESC LIMIT 1", p
+            )
+            push["body"] = push_row(latest)["body"]
         forwarding_jobs = await outbox.jobs_of_push(conn, push["seq"])
-    push["versions"] = [push_row(version) for version in versions]
+    # Version 0 is the body first stored; n is the n-th body that differed from those before it.
+    push["body_version"] = int(later)
+    push["version_count"] = int(later) + 1
     # Each delivery of the push (and of its versions) to a forwarding destination, with its attempts.
     push["forwarding"] = forwarding_jobs
     return push
+
+
+async def push_versions(
+    conn: Reader, workflow_id: str, node_id: str, call_id: str, after: int | None, limit: int, max_bytes: int
+) -> tuple[list[dict[str, Any]], bool] | None:
+    """A call's bodies, oldest first, numbered as in ``push_detail``: those after version ``after`` (all from
+    version 0 when None), at most ``limit`` and about ``max_bytes`` of bodies (always one); and whether the
+    byte limit cut the page short. None when no such call is stored."""
+    async with conn.snapshot():
+        p = conn.params()
+        rows = await conn.fetch(
+            f"SELECT seq, first_received_at, length(body) FROM pushes"
+            f" WHERE workflow_id = {p(workflow_id)} AND node_id = {p(node_id)} AND call_id = {p(call_id)}",
+            p,
+        )
+        if not rows:
+            return None
+        seq, first_received_at, first_size = rows[0]
+        budget = Budget(max_bytes)
+        first = after is None and budget.take(first_size)
+        start = 0 if after is None else after
+        # OFFSET, not a keyset: these are one call's versions, a short list found through its push_seq index.
+        p = conn.params()
+        sizes = conn.iterate(
+            f"SELECT id, length(body) FROM push_versions WHERE push_seq = {p(seq)}"
+            f" ORDER BY id LIMIT {p(limit - first)} OFFSET {p(start)}",
+            p,
+        )
+        last = await budget.last_within(sizes) if limit - first else None
+        items = []
+        if first:
+            p = conn.params()
+            (row,) = await conn.fetch(f"SELECT body FROM pushes WHERE seq = {p(seq)}", p)
+            items.append({"version": 0, "received_at": first_received_at, **push_row(row)})
+        if last is not None:
+            p = conn.params()
+            found = await conn.fetch(
+                f"SELECT received_at, body FROM push_versions WHERE push_seq = {p(seq)} AND id <= {p(last)}"
+                f" ORDER BY id LIMIT {p(limit)} OFFSET {p(start)}",
+                p,
+            )
+            items += [{"version": start + n, **push_row(row)} for n, row in enumerate(found, start=1)]
+    return items, budget.cut
 
 
 async def stats(conn: Reader) -> dict[str, Any]:
@@ -177,13 +256,38 @@ REJECT_COLUMNS = (
 )
 
 
-async def page_rejects(conn: Reader, after: int, limit: int, reason: str | None = None) -> list[dict[str, Any]]:
-    """Rejects after ``after`` in id order; the body is given as text (bytes that are not UTF-8 replaced)."""
-    p = conn.params()
-    where = sql.where(p, (("id > {}", after), ("reason = {}", reason)))
-    statement = f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE {where} ORDER BY id LIMIT {p(limit)}"
+async def page_rejects(
+    conn: Reader,
+    after: int,
+    limit: int,
+    max_bytes: int,
+    reason: str | None = None,
+    *,
+    before: int | None = None,
+    newest_first: bool = False,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Rejects after ``after`` (and before ``before``) in id order, or newest first, at most ``limit`` and
+    about ``max_bytes`` of bodies (always one), and whether the byte limit cut the page short; the body is
+    given as text (bytes that are not UTF-8 replaced)."""
+    budget = Budget(max_bytes)
+    order = " DESC" if newest_first else ""
+
+    def matching(p: Params, last: int | None = None) -> str:
+        bounds = ((("id >= {}" if newest_first else "id <= {}"), last),)
+        return sql.where(p, (("id > {}", after), ("id < {}", before), ("reason = {}", reason), *bounds))
+
+    async with conn.snapshot():
+        p = conn.params()
+        sizes = f"SELECT id, length(body) FROM rejects WHERE {matching(p)} ORDER BY id{order} LIMIT {p(limit)}"
+        last = await budget.last_within(conn.iterate(sizes, p))
+        if last is None:
+            return [], False
+        p = conn.params()
+        rows = await conn.fetch(
+            f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE {matching(p, last)} ORDER BY id{order}", p
+        )
     items = []
-    for row in await conn.fetch(statement, p):
+    for row in rows:
         item = dict(row)
         item["headers"] = orjson.loads(item["headers"])
         stored = item.pop("body")
@@ -191,7 +295,7 @@ async def page_rejects(conn: Reader, after: int, limit: int, reason: str | None 
         item["body_bytes"] = None if raw is None else len(raw)
         item["body"] = None if raw is None else raw.decode("utf-8", "replace")
         items.append(item)
-    return items
+    return items, budget.cut
 
 
 def raw_body(stored: str | bytes) -> bytes:
