@@ -64,42 +64,53 @@ def _where(push_filter: PushFilter, p: Params) -> str:
     )
 
 
+# Rows with bodies are fetched one at a time: a page stopped by its byte budget has read at most one body
+# past it, and SQLite's reading thread holds the interpreter lock for one body's conversion at a time
+# (eight at once delayed pushes by milliseconds).
+BODY_CHUNK_ROWS = 1
+
+
 class Budget:
-    """The bodies one answer may still hold, in bytes (characters for text on SQLite, near enough): a page of
-    large bodies is cut short rather than held in memory whole. The first item is always taken, so that
-    every page moves its cursor on."""
+    """The bodies one answer may still hold, in bytes (characters for text, near enough): a page of large
+    bodies is cut short rather than held in memory whole. The first row is always taken, so that every
+    page moves its cursor on."""
 
     def __init__(self, max_bytes: int) -> None:
         self._left = max_bytes
         self._taken = 0
         self.cut = False
 
-    def take(self, size: int | None) -> bool:
-        if self._taken and (size or 0) > self._left:
+    def take(self, body: str | bytes | None) -> bool:
+        size = len(body or "")
+        if self._taken and size > self._left:
             self.cut = True
             return False
-        self._left -= size or 0
+        self._left -= size
         self._taken += 1
         return True
 
-    async def last_within(self, sizes: AsyncGenerator[Any, None]) -> Any:
-        """The cursor of the last ``(cursor, size)`` row that fits, or None; rows past it are not read."""
-        last = None
-        async with aclosing(sizes) as rows:
-            async for cursor, size in rows:
-                if not self.take(size):
+    async def rows(self, conn: Reader, statement: str, p: Params) -> list[Any]:
+        """The rows of ``statement`` whose ``body`` fits, in order; those after the first that does not are
+        never read."""
+        taken = []
+        async with aclosing(conn.iterate(statement, p, chunk_rows=BODY_CHUNK_ROWS)) as found:
+            async for row in found:
+                if not self.take(row["body"]):
                     break
-                last = cursor
-        return last
+                taken.append(row)
+        return taken
 
 
-def push_row(row: Any) -> dict[str, Any]:
-    """A stored row as JSON-ready values: ``warnings`` and ``body`` (when selected) are decoded."""
+def push_row(row: Any, *, as_text: bool = False) -> dict[str, Any]:
+    """A stored row as JSON-ready values: ``warnings`` and ``body`` (when selected) are decoded.
+
+    ``as_text`` leaves the body as the JSON text it is stored as, which orjson writes into an answer
+    unchanged: a 1 MiB body then costs the event loop a copy, not a parse and a rebuild."""
     item = dict(row)
     if item.get("warnings") is not None:
         item["warnings"] = orjson.loads(item["warnings"])
     if item.get("body") is not None:
-        item["body"] = orjson.loads(item["body"])
+        item["body"] = orjson.Fragment(item["body"]) if as_text else orjson.loads(item["body"])
     return item
 
 
@@ -138,7 +149,7 @@ async def push_detail(conn: Reader, workflow_id: str, node_id: str, call_id: str
     async with conn.snapshot():  # the push and its latest version from the same commit
         p = conn.params()
         rows = await conn.fetch(
-            f"SELECT {', '.join(PUSH_COLUMNS)}, body FROM pushes"
+            f"SELECT {', '.join(PUSH_COLUMNS)} FROM pushes"
             f" WHERE workflow_id = {p(workflow_id)} AND node_id = {p(node_id)} AND call_id = {p(call_id)}",
             p,
         )
@@ -147,13 +158,15 @@ async def push_detail(conn: Reader, workflow_id: str, node_id: str, call_id: str
         push = push_row(rows[0])
         p = conn.params()
         ((later,),) = await conn.fetch(f"SELECT count(*) FROM push_versions WHERE push_seq = {p(push['seq'])}", p)
-        if later:
-            p = conn.params()
-            (latest,) = await conn.fetch(
-                f"SELECT body FROM push_versions WHERE push_seq = {p(push['seq'])} ORDER BY id DESC LIMIT 1", p
-            )
-            push["body"] = push_row(latest)["body"]
+        p = conn.params()
+        latest = (
+            f"SELECT body FROM push_versions WHERE push_seq = {p(push['seq'])} ORDER BY id DESC LIMIT 1"
+            if later
+            else f"SELECT body FROM pushes WHERE seq = {p(push['seq'])}"
+        )
+        (body,) = await conn.fetch(latest, p)
         forwarding_jobs = await outbox.jobs_of_push(conn, push["seq"])
+    push["body"] = push_row(body, as_text=True)["body"]
     # Version 0 is the body first stored; n is the n-th body that differed from those before it.
     push["body_version"] = int(later)
     push["version_count"] = int(later) + 1
@@ -168,40 +181,36 @@ async def push_versions(
     """A call's bodies, oldest first, numbered as in ``push_detail``: those after version ``after`` (all from
     version 0 when None), at most ``limit`` and about ``max_bytes`` of bodies (always one); and whether the
     byte limit cut the page short. None when no such call is stored."""
+    budget = Budget(max_bytes)
     async with conn.snapshot():
         p = conn.params()
         rows = await conn.fetch(
-            f"SELECT seq, first_received_at, length(body) FROM pushes"
+            f"SELECT seq FROM pushes"
             f" WHERE workflow_id = {p(workflow_id)} AND node_id = {p(node_id)} AND call_id = {p(call_id)}",
             p,
         )
         if not rows:
             return None
-        seq, first_received_at, first_size = rows[0]
-        budget = Budget(max_bytes)
-        first = after is None and budget.take(first_size)
-        start = 0 if after is None else after
-        # OFFSET, not a keyset: these are one call's versions, a short list found through its push_seq index.
-        p = conn.params()
-        sizes = conn.iterate(
-            f"SELECT id, length(body) FROM push_versions WHERE push_seq = {p(seq)}"
-            f" ORDER BY id LIMIT {p(limit - first)} OFFSET {p(start)}",
-            p,
-        )
-        last = await budget.last_within(sizes) if limit - first else None
+        seq = rows[0][0]
         items = []
-        if first:
+        if after is None:
             p = conn.params()
-            (row,) = await conn.fetch(f"SELECT body FROM pushes WHERE seq = {p(seq)}", p)
-            items.append({"version": 0, "received_at": first_received_at, **push_row(row)})
-        if last is not None:
+            (first,) = await conn.fetch(
+                f"SELECT first_received_at AS received_at, body FROM pushes WHERE seq = {p(seq)}", p
+            )
+            budget.take(first["body"])
+            items.append({"version": 0, **push_row(first, as_text=True)})
+        start = after or 0
+        if len(items) < limit:
+            # OFFSET, not a keyset: these are one call's versions, a short list found through its push_seq index.
             p = conn.params()
-            found = await conn.fetch(
-                f"SELECT received_at, body FROM push_versions WHERE push_seq = {p(seq)} AND id <= {p(last)}"
-                f" ORDER BY id LIMIT {p(limit)} OFFSET {p(start)}",
+            later = await budget.rows(
+                conn,
+                f"SELECT received_at, body FROM push_versions WHERE push_seq = {p(seq)}"
+                f" ORDER BY id LIMIT {p(limit - len(items))} OFFSET {p(start)}",
                 p,
             )
-            items += [{"version": start + n, **push_row(row)} for n, row in enumerate(found, start=1)]
+            items += [{"version": start + n, **push_row(row, as_text=True)} for n, row in enumerate(later, start=1)]
     return items, budget.cut
 
 
@@ -270,22 +279,13 @@ async def page_rejects(
     about ``max_bytes`` of bodies (always one), and whether the byte limit cut the page short; the body is
     given as text (bytes that are not UTF-8 replaced)."""
     budget = Budget(max_bytes)
+    p = conn.params()
+    where = sql.where(p, (("id > {}", after), ("id < {}", before), ("reason = {}", reason)))
     order = " DESC" if newest_first else ""
-
-    def matching(p: Params, last: int | None = None) -> str:
-        bounds = ((("id >= {}" if newest_first else "id <= {}"), last),)
-        return sql.where(p, (("id > {}", after), ("id < {}", before), ("reason = {}", reason), *bounds))
-
-    async with conn.snapshot():
-        p = conn.params()
-        sizes = f"SELECT id, length(body) FROM rejects WHERE {matching(p)} ORDER BY id{order} LIMIT {p(limit)}"
-        last = await budget.last_within(conn.iterate(sizes, p))
-        if last is None:
-            return [], False
-        p = conn.params()
-        rows = await conn.fetch(
-            f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE {matching(p, last)} ORDER BY id{order}", p
-        )
+    statement = (
+        f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE {where} ORDER BY id{order} LIMIT {p(limit)}"
+    )
+    rows = await budget.rows(conn, statement, p)
     items = []
     for row in rows:
         item = dict(row)
