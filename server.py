@@ -183,6 +183,12 @@ async def serve(settings: Settings) -> None:
     await runner.setup()  # opens and migrates the database, starts the writer
     watchdog: asyncio.Task[None] | None = None
     try:
+        # Before the port opens: a client that saw /healthz answer may stop the server at once, while the
+        # start-up line still waits for the database's schema version.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
         await site.start()
         scheme = "https" if context else "http"
@@ -204,10 +210,6 @@ async def serve(settings: Settings) -> None:
         notifier.ready(f"listening on {settings.host}:{settings.port}")
         # Pings stop when the writer dies, so that systemd restarts a server that can no longer store.
         watchdog = asyncio.create_task(notifier.watchdog(lambda: app[WRITER].running))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         log.info("stopping: finishing requests and draining the queue")
     finally:
