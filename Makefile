@@ -24,8 +24,9 @@ $(VENV)/.test-deps: $(BIN)/airudder-receiver
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# make run PORT=9000: another port without editing the tracked config.toml.
 run: $(BIN)/airudder-receiver
-	$(BIN)/airudder-receiver serve
+	$(BIN)/airudder-receiver serve $(if $(PORT),--port $(PORT))
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -17,12 +18,24 @@ from aiohttp import web
 from commands import COMMANDS, run_command
 from forwarding.dispatcher import Dispatcher
 from handlers.access import ACCESS, AccessPolicy
+from handlers.content_encoding import RAW_BODIES
 from handlers.errors import PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES, errors_and_access_log
 from handlers.event_hub import EventHub
-from handlers.keys import DATABASE, EVENTS, METRICS, READERS, READY_PROBE, REQUEST_LINES, SETTINGS, WRITER
+from handlers.keys import (
+    DATABASE,
+    EVENTS,
+    METRICS,
+    READERS,
+    READY_PROBE,
+    RECENT_STORES,
+    REQUEST_LINES,
+    SETTINGS,
+    WRITER,
+)
 from handlers.metrics_registry import Metrics
 from handlers.push_lines import log_pushes
 from handlers.ready_probe import ReadyProbe
+from handlers.recent_stores import RecentStores
 from handlers.request_lines import RequestLines
 from handlers.routes import setup_routes
 from plumbing import event_loop, logs
@@ -36,6 +49,7 @@ from plumbing.settings import (
     ConfigError,
     Settings,
     load,
+    require_guarded,
 )
 from plumbing.systemd_notify import Notifier
 from plumbing.version import VERSION
@@ -124,12 +138,13 @@ async def _flush_request_lines(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_and_access_log])
+    app = web.Application(middlewares=[errors_and_access_log], handler_args=RAW_BODIES)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES)
     app[EVENTS] = EventHub()
     app[ACCESS] = AccessPolicy.from_settings(settings)
     app[READY_PROBE] = ReadyProbe()
+    app[RECENT_STORES] = RecentStores()
     app[REQUEST_LINES] = RequestLines(settings.log_requests_per_second)
     app.on_shutdown.append(_end_event_streams)
     # First of the cleanups, before the database's drain, which may take seconds.
@@ -168,6 +183,12 @@ async def serve(settings: Settings) -> None:
     await runner.setup()  # opens and migrates the database, starts the writer
     watchdog: asyncio.Task[None] | None = None
     try:
+        # Before the port opens: a client that saw /healthz answer may stop the server at once, while the
+        # start-up line still waits for the database's schema version.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
         await site.start()
         scheme = "https" if context else "http"
@@ -178,7 +199,9 @@ async def serve(settings: Settings) -> None:
             scheme,
             settings.host,
             settings.port,
-            settings.push_path,
+            f"{settings.push_path}/*** (push token loaded)"
+            if settings.push_token
+            else f"{settings.push_path} (no push token loaded)",
             database.name,
             await database.schema_version(),
             settings.ack,
@@ -187,10 +210,6 @@ async def serve(settings: Settings) -> None:
         notifier.ready(f"listening on {settings.host}:{settings.port}")
         # Pings stop when the writer dies, so that systemd restarts a server that can no longer store.
         watchdog = asyncio.create_task(notifier.watchdog(lambda: app[WRITER].running))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         log.info("stopping: finishing requests and draining the queue")
     finally:
@@ -230,6 +249,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The database, its -wal and -shm, exports and backups hold the callers' data: owner-only, whatever umask
+    # the shell or `make run` came with (systemd's UMask=0077 says the same for the service).
+    os.umask(0o077)
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "serve")
@@ -237,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {name: getattr(args, name, None) for name in ("host", "port", "db_path", "log_format")}
     try:
         settings = load(args.config, overrides, dev=bool(getattr(args, "dev", False)))
+        if args.command == "serve":
+            require_guarded(settings)
     except ConfigError as exc:
         return fail(str(exc))
     if args.command != "serve":

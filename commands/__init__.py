@@ -8,10 +8,11 @@ cannot get past; ``run_command`` says it in one sentence and exits 2.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Protocol
 
 from commands import backup, export, forward, purge, reprocess_rejects, send_sample, stats
-from plumbing.exits import CommandFailed, fail
+from plumbing.exits import INTERRUPTED, CommandFailed, fail
 from plumbing.settings import Settings
 from storage.backend import DatabaseUnavailable
 from storage.backup import CopyDamaged
@@ -40,6 +41,11 @@ COMMAND_ERRORS = (CommandFailed, CopyDamaged, DatabaseUnavailable, FilterError, 
 def run_command(command: Command, args: argparse.Namespace, settings: Settings) -> int:
     try:
         return command.run(args, settings)
+    except KeyboardInterrupt:
+        # Ctrl-C is the operator's own doing: no traceback, the shell's usual status for it. A command
+        # cleans up what it leaves half-done on its way out (backup removes its partial copy).
+        print(file=sys.stderr)
+        return INTERRUPTED
     except COMMAND_ERRORS as exc:
         return fail(f"{command.NAME}: {exc}")
     except DATABASE_ERRORS as exc:

@@ -1,7 +1,7 @@
 """``backup``: a consistent copy of the live database, taken while the receiver keeps serving.
 
 DEST is a file, or an existing folder: there the copy is named after the database and the UTC time
-(``pushes-2026-12-02T031500Z.sqlite3``), and only the newest ``--keep`` (setting ``backup_keep``) of
+(``pushes-2026-12-02T031500.123456Z.sqlite3``), and only the newest ``--keep`` (setting ``backup_keep``) of
 those dated copies stay. The copy is written under a hidden temporary name in DEST's folder, checked
 with ``PRAGMA integrity_check``, synced, and only then renamed: a file with the final name is whole.
 """
@@ -26,8 +26,10 @@ from storage.database import Database
 NAME = "backup"
 HELP = "copy the database while the receiver runs, to a file or as a dated copy in a folder (--keep prunes)"
 
-_STAMP = "%Y-%m-%dT%H%M%SZ"
-_STAMP_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{6}Z"
+# To the microsecond, so that two copies made into one folder within a second do not collide; copies named
+# to the second (before 0.3) are still recognised and pruned.
+_STAMP = "%Y-%m-%dT%H%M%S.%fZ"
+_STAMP_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{6}(?:\.\d{6})?Z"
 
 
 def _positive(text: str) -> int:

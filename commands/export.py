@@ -25,6 +25,10 @@ HELP = "write pushes as JSON lines (full bodies) or CSV (typed columns), streami
 # Rows fetched per hop to the reading thread: large enough to be fast, small enough to stay flat.
 CHUNK_ROWS = 500
 
+# OWASP's rule against CSV injection: a spreadsheet takes a cell that starts with one of these for a formula,
+# and anyone who can push (or guess the push path) chooses the text of most columns.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format")
@@ -34,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"only pushes with this {name}")
     parser.add_argument("--since", help="received at or after this ISO 8601 time (UTC unless an offset is given)")
     parser.add_argument("--until", help="received before this ISO 8601 time")
+    parser.add_argument(
+        "--raw-cells",
+        action="store_true",
+        help="CSV: write cells as stored, without the quote put before one that a spreadsheet would run",
+    )
 
 
 def filter_params(args: argparse.Namespace) -> dict[str, str]:
@@ -58,7 +67,7 @@ async def _export(database: Database, args: argparse.Namespace) -> int:
                     if as_csv:
                         warnings = item["warnings"]
                         item["warnings"] = orjson.dumps(warnings).decode() if warnings is not None else None
-                        writer.writerow(item.values())
+                        writer.writerow(item.values() if args.raw_cells else map(inert, item.values()))
                     else:
                         out.write(orjson.dumps(item).decode())
                         out.write("\n")
@@ -66,6 +75,11 @@ async def _export(database: Database, args: argparse.Namespace) -> int:
     finally:
         await conn.close()
     return shown.done
+
+
+def inert(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula, with a single quote before it (shown as text)."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import orjson
 
 from plumbing.addresses import local_url
 from plumbing.exits import fail
-from plumbing.settings import Settings
+from plumbing.settings import PUSH_TOKEN_ENV, Settings
 
 NAME = "send-sample"
 HELP = "post the vendor's sample push (or --file) like AIRudder's sender, with its retries"
@@ -103,6 +103,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # The push token is a secret: it is used, never shown.
     shown = url.replace(settings.push_token, "***") if settings.push_token else url
     attempts = args.retries + 1
+    if not settings.push_token and not args.url:
+        print(f"no push token is loaded (push_token, or {PUSH_TOKEN_ENV} in the environment): posting without one")
     print(f"posting {len(body)} bytes ({args.file or 'the vendor sample'}) to {shown}")
     for attempt in range(1, attempts + 1):
         started = time.perf_counter()

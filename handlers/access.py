@@ -86,8 +86,11 @@ class AccessPolicy:
     def allows(self, client: str | None) -> bool:
         return not self.allowed or (client is not None and within(parse_address(client), self.allowed))
 
-    def push_token_matches(self, given: str) -> bool:
-        return not self.push_token or same_secret(given, self.push_token)
+    def push_token_matches(self, given: str | None) -> bool:
+        """``given``: the path segment after the push path, None for the push path itself."""
+        if not self.push_token:
+            return given is None
+        return given is not None and same_secret(given, self.push_token)
 
     # -- reading --------------------------------------------------------------------------------
 

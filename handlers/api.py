@@ -11,15 +11,25 @@ from aiohttp import web
 
 from handlers.access import read_access
 from handlers.errors import ApiError
-from handlers.keys import DATABASE, READERS
+from handlers.keys import DATABASE, READERS, SETTINGS
 from storage import outbox, queries
-from storage.filters import EXACT_FILTERS, TIME_FILTERS, parse_after, parse_int, parse_push_filter
+from storage.filters import (
+    EXACT_FILTERS,
+    MAX_SEQ,
+    TIME_FILTERS,
+    parse_after,
+    parse_cursor,
+    parse_int,
+    parse_push_filter,
+)
 from storage.sql import Reader
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 PUSH_PARAMS = (*EXACT_FILTERS, *TIME_FILTERS, "after", "before", "order", "limit")
-REJECT_PARAMS = ("reason", "after", "limit")
+REJECT_PARAMS = ("reason", "after", "before", "order", "limit")
+VERSION_PARAMS = ("after", "limit")
+NO_SUCH_CALL = "no push is stored for this workflow_id, node_id and call_id"
 DELIVERY_PARAMS = ("destination", "state", "call_id", "after", "limit")
 
 
@@ -47,14 +57,37 @@ async def reader(request: web.Request) -> AsyncIterator[Reader]:
         yield conn
 
 
+@asynccontextmanager
+async def body_reader(request: web.Request) -> AsyncIterator[Reader]:
+    """A connection for a read whose answer carries bodies: one such read at a time (storage/readers.py)."""
+    async with request.app[READERS].connection(bodies=True) as conn:
+        yield conn
+
+
 def page_limit(params: Mapping[str, str]) -> int:
     text = params.get("limit")
     return DEFAULT_LIMIT if text is None else parse_int("limit", text, 1, MAX_LIMIT)
 
 
-def page(items: list[dict[str, Any]], cursor: str) -> web.Response:
-    """``next_after`` is the cursor of the last item, or null when the page is empty (nothing newer yet)."""
-    return json_response({"items": items, "next_after": items[-1][cursor] if items else None})
+def page(items: list[dict[str, Any]], cursor: str, after: int) -> web.Response:
+    """``next_after`` is the cursor of the last item, or on an empty page (nothing newer yet) the ``after``
+    it was asked for: a client passes it back as it is, and never has a null to make sense of."""
+    return json_response({"items": items, "next_after": items[-1][cursor] if items else after})
+
+
+async def body_page(request: web.Request, items: list[dict[str, Any]], cursors: dict[str, Any]) -> web.StreamResponse:
+    """A page whose items carry bodies (up to max_answer_bytes of them), with its ``cursors`` and ``more``.
+
+    Written an item at a time: each write gives the event loop back to the pushes, where one answer of
+    8 MiB would hold it for milliseconds."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(b'{"items":[')
+    for n, item in enumerate(items):
+        await response.write(b"," + orjson.dumps(item) if n else orjson.dumps(item))
+    await response.write(b"]," + orjson.dumps(cursors)[1:])
+    await response.write_eof()
+    return response
 
 
 @read_access
@@ -67,18 +100,36 @@ async def list_pushes(request: web.Request) -> web.Response:
     if push_filter.newest_first:
         # Going back in time: the next page is below the last (oldest) seq of this one.
         return json_response({"items": items, "next_before": items[-1]["seq"] if items else None})
-    return page(items, "seq")
+    return page(items, "seq", push_filter.after)
 
 
 @read_access
 async def show_push(request: web.Request) -> web.Response:
     query_params(request, ())
     key = request.match_info
-    async with reader(request) as conn:
+    async with body_reader(request) as conn:
         push = await queries.push_detail(conn, key["workflow_id"], key["node_id"], key["call_id"])
     if push is None:
-        raise ApiError(404, "not_found", "no push is stored for this workflow_id, node_id and call_id")
+        raise ApiError(404, "not_found", NO_SUCH_CALL)
     return json_response(push)
+
+
+@read_access
+async def list_versions(request: web.Request) -> web.StreamResponse:
+    """Every body a call was received with, oldest first (version 0 is the first), a page at a time."""
+    params = query_params(request, VERSION_PARAMS)
+    after = None if "after" not in params else parse_int("after", params["after"], 0, MAX_SEQ)
+    key = request.match_info
+    async with body_reader(request) as conn:
+        found = await queries.push_versions(
+            conn, key["workflow_id"], key["node_id"], key["call_id"], after, page_limit(params),
+            request.app[SETTINGS].max_answer_bytes,
+        )  # fmt: skip
+    if found is None:
+        raise ApiError(404, "not_found", NO_SUCH_CALL)
+    items, more = found
+    # Without after the page starts at version 0, which every call has: only a page after one is empty.
+    return await body_page(request, items, {"next_after": items[-1]["version"] if items else after or 0, "more": more})
 
 
 @read_access
@@ -89,13 +140,18 @@ async def show_stats(request: web.Request) -> web.Response:
 
 
 @read_access
-async def list_rejects(request: web.Request) -> web.Response:
+async def list_rejects(request: web.Request) -> web.StreamResponse:
     params = query_params(request, REJECT_PARAMS)
-    after = parse_after(params)
+    after, before, newest_first = parse_cursor(params)
     limit = page_limit(params)
-    async with reader(request) as conn:
-        items = await queries.page_rejects(conn, after, limit, params.get("reason"))
-    return page(items, "id")
+    max_bytes = request.app[SETTINGS].max_answer_bytes
+    async with body_reader(request) as conn:
+        items, more = await queries.page_rejects(
+            conn, after, limit, max_bytes, params.get("reason"), before=before, newest_first=newest_first
+        )
+    if newest_first:
+        return await body_page(request, items, {"next_before": items[-1]["id"] if items else None, "more": more})
+    return await body_page(request, items, {"next_after": items[-1]["id"] if items else after, "more": more})
 
 
 @read_access
@@ -111,4 +167,4 @@ async def list_deliveries(request: web.Request) -> web.Response:
     limit = page_limit(params)
     async with reader(request) as conn:
         items = await outbox.page_jobs(conn, job_filter, limit)
-    return page(items, "id")
+    return page(items, "id", job_filter.after)

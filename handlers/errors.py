@@ -48,11 +48,14 @@ class ApiError(Exception):
 
 
 # A push that fails its checks: unreadable JSON is 400, a readable push without a usable identity is 422.
-INVALID_PUSH_STATUS = {"invalid_json": 400, "not_an_object": 400, "missing_field": 422, "invalid_field": 422}
+INVALID_PUSH_STATUS = {
+    "invalid_json": 400, "not_an_object": 400, "missing_field": 422, "invalid_field": 422, "duplicate_key": 422
+}  # fmt: skip
 # Every code a push can be answered with besides 200, so that the metrics show each at 0 before it happens:
 # refusals (4xx; those of handlers.push's own checks follow the payload's), and the 503s.
 PUSH_REJECT_CODES = (
-    "forbidden", "not_found", "body_too_large", "body_timeout", "invalid_body", "body_incomplete", *INVALID_PUSH_STATUS
+    "forbidden", "not_found", "body_too_large", "body_timeout", "invalid_body", "body_incomplete",
+    "unsupported_encoding", *INVALID_PUSH_STATUS,
 )  # fmt: skip
 PUSH_UNAVAILABLE_CODES = (*UNAVAILABLE_CAUSES, "commit_timeout", "storage_error")
 
@@ -95,6 +98,9 @@ def error_response(error: ApiError) -> web.Response:
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 _HTTP_DETAILS = {404: "there is nothing at this path", 405: "{method} is not allowed at this path; use {allowed}"}
+
+# Longer paths are cut short in the request's log line.
+MAX_LOGGED_PATH = 200
 
 # Handlers whose successful answers are logged at debug only: what is polled (scrapes, probes) or fetched
 # with every page load. Once a second a line each would be 86,400 lines a day saying nothing.
@@ -142,16 +148,15 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             fields.setdefault("error", error.code)
             response = error_response(error)
         fields["status"] = response.status
-        if response.status >= 400:
-            _log_request(logging.INFO, request, fields, started)
-        elif request.match_info.handler in _QUIET:
+        failed = response.status >= 400
+        if not failed and request.match_info.handler in _QUIET:
             _log_request(logging.DEBUG, request, fields, started)
         elif log.isEnabledFor(logging.INFO):
             lines = request.app[REQUEST_LINES]
-            if lines.take():
+            if lines.take(failed):
                 _log_request(logging.INFO, request, fields, started)
             else:
-                lines.hold((request.method, route, fields.get("outcome", response.status)))
+                lines.hold((request.method, route, fields.get("outcome", fields.get("error", response.status))))
         return response
     finally:
         request.app[METRICS].observe_request(route, time.perf_counter() - started)
@@ -161,7 +166,10 @@ def _log_request(level: int, request: web.Request, fields: dict[str, Any], start
     """The request's line, its time in milliseconds worked out only when the line is written."""
     if log.isEnabledFor(level):
         fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
-        log.log(level, "%s %s", request.method, request.path, extra={"fields": fields})
+        path = request.path
+        if len(path) > MAX_LOGGED_PATH:  # a client's 8 KB path would be 8 KB of log a request
+            path = f"{path[:MAX_LOGGED_PATH]}... ({len(path)} characters)"
+        log.log(level, "%s %s", request.method, path, extra={"fields": fields})
 
 
 def _route(request: web.Request) -> str:

@@ -7,6 +7,7 @@ from aiohttp import web
 from handlers.event_hub import EventHub
 from handlers.metrics_registry import Metrics
 from handlers.ready_probe import ReadyProbe
+from handlers.recent_stores import RecentStores
 from handlers.request_lines import RequestLines
 from plumbing.settings import Settings
 from storage.database import Database
@@ -20,4 +21,5 @@ DATABASE = web.AppKey("database", Database)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", EventHub)
 READY_PROBE = web.AppKey("ready_probe", ReadyProbe)
+RECENT_STORES = web.AppKey("recent_stores", RecentStores)
 REQUEST_LINES = web.AppKey("request_lines", RequestLines)

@@ -13,6 +13,7 @@ from handlers.api import (
     MAX_LIMIT,
     PUSH_PARAMS,
     REJECT_PARAMS,
+    VERSION_PARAMS,
     json_response,
     query_params,
 )
@@ -44,9 +45,10 @@ _PARAMETER_DOCS = {
     "since": ("received at or after this time (ISO 8601, e.g. 2026-11-24 or 2026-11-24T19:47:09Z; UTC unless "
               "an offset is given, written %2B02:00 in a URL)", _TIME),
     "until": ("received before this time (ISO 8601, as since); an until at or before since matches nothing", _TIME),
-    "after": ("cursor: only items after this seq (pushes) or id (rejects, deliveries); 0 starts at the beginning",
+    "after": ("cursor: only items after this seq (pushes), id (rejects, deliveries) or version (a call's versions,"
+              " which start at version 0 without it); 0 starts at the beginning",
               {**_INT, "minimum": 0, "maximum": MAX_SEQ}),
-    "before": ("only pushes with a seq below this (with order=newest: pass the page's next_before)",
+    "before": ("only items with a seq (or id) below this (with order=newest: pass the page's next_before)",
                {**_INT, "minimum": 1, "maximum": MAX_SEQ}),
     "order": ("oldest (default) or newest first; a newest page carries only next_before, an oldest page only "
               "next_after", {"type": "string", "enum": list(ORDERS)}),
@@ -97,12 +99,18 @@ def _columns(names: tuple[str, ...]) -> dict[str, Any]:
     return {"type": "object", "properties": properties}
 
 
-def _page(item: str, cursors: tuple[str, ...]) -> dict[str, Any]:
-    """A page: its items and exactly one cursor (``next_after``, or ``next_before`` for a newest-first page)."""
+# next_after is always a cursor to pass back; next_before is null once there is nothing older.
+NEVER_NULL = {"next_after": "integer"}
+
+
+def _page(item: str, cursors: tuple[str, ...], bodies: bool = False) -> dict[str, Any]:
+    """A page: its items and exactly one cursor (``next_after``, or ``next_before`` for a newest-first page);
+    a page of ``bodies`` also says whether max_answer_bytes cut it short (``more``)."""
     items = {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}}
+    more = {"more": {"type": "boolean", "description": "true: cut short at max_answer_bytes; ask from next_after"}}
     descriptions = {
-        "next_after": "cursor of the last item, to pass as after; null if none",
-        "next_before": "seq of the last (oldest) item, to pass as before; null if none (order=newest only)",
+        "next_after": "cursor of the last item, to pass as after; on an empty page, the after given",
+        "next_before": "cursor of the last (oldest) item, to pass as before; null if none (order=newest only)",
     }
     return {
         "oneOf": [
@@ -110,9 +118,10 @@ def _page(item: str, cursors: tuple[str, ...]) -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "items": items,
-                    cursor: {"type": ["integer", "null"], "description": descriptions[cursor]},
+                    cursor: {"type": NEVER_NULL.get(cursor, ["integer", "null"]), "description": descriptions[cursor]},
+                    **(more if bodies else {}),
                 },
-                "required": ["items", cursor],
+                "required": ["items", cursor, *(more if bodies else ())],
                 "additionalProperties": False,
             }
             for cursor in cursors
@@ -150,11 +159,9 @@ _DOCUMENT: dict[str, Any] = {
                     {
                         "type": "object",
                         "properties": {
-                            "body": {"description": "the push as received; null once purge dropped it"},
-                            "versions": {
-                                "type": "array",
-                                "items": {"type": "object", "properties": {"received_at": _TEXT, "body": {}}},
-                            },
+                            "body": {"description": "the latest body received; null once purge dropped it"},
+                            "body_version": {**_INT, "description": "which version body is (0: the first)"},
+                            "version_count": {**_INT, "description": "bodies received: 1 + those that differed"},
                             "forwarding": {
                                 "type": "array",
                                 "items": {"$ref": "#/components/schemas/DeliveryWithAttempts"},
@@ -193,6 +200,11 @@ _DOCUMENT: dict[str, Any] = {
                     },
                 ]
             },
+            "Version": {
+                "type": "object",
+                "properties": {"version": _INT, "received_at": _TEXT, "body": {}},
+                "description": "one body a call was received with (version 0: the first); body null once purged",
+            },
             "Reject": {
                 **_columns(REJECT_COLUMNS),
                 "description": "body: the raw body as text (invalid UTF-8 replaced); body_bytes: its size",
@@ -209,10 +221,21 @@ _DOCUMENT: dict[str, Any] = {
         },
         "/api/pushes/{workflow_id}/{node_id}/{call_id}": {
             "get": {
-                "summary": "one call: typed columns, the body as received (null once purged), versions, deliveries",
+                "summary": "one call: typed columns, its latest body (null once purged), how many versions, deliveries",
                 "parameters": [_path("workflow_id"), _path("node_id"), _path("call_id")],
                 "responses": {
                     "200": _json("the push", {"$ref": "#/components/schemas/PushDetail"}),
+                    "404": _json("no such call", _ERROR),
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/pushes/{workflow_id}/{node_id}/{call_id}/versions": {
+            "get": {
+                "summary": "every body one call was received with, oldest first, one page",
+                "parameters": [_path("workflow_id"), _path("node_id"), _path("call_id"), *_query(VERSION_PARAMS)],
+                "responses": {
+                    "200": _json("a page", _page("Version", ("next_after",), bodies=True)),
                     "404": _json("no such call", _ERROR),
                     **_ERRORS,
                 },
@@ -229,7 +252,10 @@ _DOCUMENT: dict[str, Any] = {
             "get": {
                 "summary": "refused requests in arrival order, one keyset page",
                 "parameters": _query(REJECT_PARAMS),
-                "responses": {"200": _json("a page", _page("Reject", ("next_after",))), **_ERRORS},
+                "responses": {
+                    "200": _json("a page", _page("Reject", ("next_after", "next_before"), bodies=True)),
+                    **_ERRORS,
+                },
             }
         },
         "/api/deliveries": {

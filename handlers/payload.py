@@ -8,6 +8,7 @@ cannot fix it, and dropping the call would lose data.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import orjson
@@ -80,7 +81,63 @@ def decode(body: bytes) -> dict[str, Any]:
         raise InvalidPush("invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidPush("not_an_object", f"the body is {_type_name(data)}, but a push is a JSON object")
+    if _may_repeat_a_key(body, data):
+        _refuse_repeated_keys(body)
     return data
+
+
+def _may_repeat_a_key(body: bytes, data: dict[str, Any]) -> bool:
+    """False when no object in ``body`` holds a key twice; a few microseconds for a usual push.
+
+    orjson keeps the last of a repeated key's values, while SQLite's json_extract (and so the views) reads
+    the first: a body with a repeated key would tell each reader something else. Outside strings, a colon
+    follows each key once. Written out again, the parsed document has one colon per key it kept, and every
+    colon its strings hold; the body has one per key it names, and every colon of every string it holds,
+    the dropped entries' included. So the two counts are equal only when no key was dropped, unless a
+    string wrote a colon as the escape \\u003a, which the body's count misses.
+    """
+    try:
+        kept = orjson.dumps(data).count(b":")
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels), which it reads (1,024)
+        kept = _colons(data)
+    # Most bodies hold no backslash at all, which one memchr tells faster than a search for the escape.
+    return (b"\\" in body and b"\\u003" in body) or body.count(b":") != kept
+
+
+def _colons(document: Any) -> int:
+    """The colons ``document`` would have written out as JSON: one per key, and those in its strings."""
+    count = 0
+    stack = [document]
+    while stack:  # a loop, not recursion: the document may be nested a thousand levels deep
+        value = stack.pop()
+        if value.__class__ is OBJ:
+            count += len(value) + sum(key.count(":") for key in value)
+            stack.extend(value.values())
+        elif value.__class__ is ARR:
+            stack.extend(value)
+        elif value.__class__ is STR:
+            count += value.count(":")
+    return count
+
+
+def _refuse_repeated_keys(body: bytes) -> None:
+    """Parse again, slowly, keeping every entry of every object; InvalidPush on a key named twice."""
+
+    def check(pairs: list[tuple[str, Any]]) -> None:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = key if len(key) <= 80 else key[:80] + "..."
+                raise InvalidPush(
+                    "duplicate_key",
+                    f"the key {shown!r} appears more than once in one object; each key may appear once",
+                )
+            seen.add(key)
+
+    try:
+        json.loads(body, object_pairs_hook=check)
+    except RecursionError:  # Python's parser stops short of orjson's 1,024 levels
+        raise InvalidPush("invalid_json", "the body is nested too deeply to check it for repeated keys") from None
 
 
 def _identity(container: dict[str, Any], name: str, path: str) -> str:

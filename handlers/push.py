@@ -6,11 +6,12 @@ import asyncio
 import logging
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from handlers.access import ACCESS
+from handlers.content_encoding import decode_content
 from handlers.errors import LOG_FIELDS, ApiError, http_error
-from handlers.keys import METRICS, SETTINGS, WRITER
+from handlers.keys import METRICS, RECENT_STORES, SETTINGS, WRITER
 from handlers.payload import InvalidPush, decode, to_record
 from storage.records import Outcome, Record, RejectRecord, utc_now
 from storage.writer import STORE_ERRORS
@@ -19,7 +20,9 @@ log = logging.getLogger("airudder_receiver.push")
 
 EMPTY_OBJECT = b"{}"
 # Headers worth keeping with a reject: enough to tell who sent it and how, nothing secret.
-KEPT_HEADERS = ("Content-Type", "Content-Length", "Transfer-Encoding", "User-Agent", "X-Forwarded-For")
+KEPT_HEADERS = (
+    "Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding", "User-Agent", "X-Forwarded-For"
+)  # fmt: skip
 
 
 async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
@@ -46,7 +49,7 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
     except TimeoutError:
         raise ApiError(408, "body_timeout", f"the body did not arrive within {seconds:g}s") from None
     except web.RequestPayloadError:
-        raise ApiError(400, "invalid_body", "the body cannot be decoded (broken chunks or Content-Encoding)") from None
+        raise ApiError(400, "invalid_body", "the body's chunked framing does not decode") from None
     except ConnectionResetError:
         raise ApiError(400, "body_incomplete", "the connection closed before the whole body arrived") from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -92,7 +95,8 @@ def client_address(request: web.Request) -> str | None:
 
 
 def admit(request: web.Request) -> None:
-    """403 outside ``allow_ips``, 404 without the push token; logged with the client, not stored.
+    """403 outside ``allow_ips``, 404 without the push token (or, with none set, for any path under the push
+    path); logged with the client, not stored.
 
     Each refusal is counted in the metrics by its code, like every other refused push.
     """
@@ -103,20 +107,24 @@ def admit(request: web.Request) -> None:
         if not access.allows(client):
             request[LOG_FIELDS]["client"] = client
             raise ApiError(403, "forbidden", "this address may not push here")
-    if not access.push_token_matches(request.match_info.get("token", "")):
+    if not access.push_token_matches(request.match_info.get("token")):
         request[LOG_FIELDS]["client"] = client_address(request)
         raise ApiError(404, "not_found", "there is nothing at this path")
 
 
 async def receive_push(request: web.Request) -> web.Response:
     try:
-        return await _take_push(request)
+        response = await _take_push(request)
     except Exception as exc:
         error = http_error(exc, request.app[SETTINGS].retry_after)
         if error is None:
             raise
+        if error.status >= 500:
+            request.app[RECENT_STORES].record(False)
         request.app[METRICS].count_refusal(error.status, error.code)
         raise error from None
+    request.app[RECENT_STORES].record(True)
+    return response
 
 
 async def _take_push(request: web.Request) -> web.Response:
@@ -126,11 +134,13 @@ async def _take_push(request: web.Request) -> web.Response:
     body: bytes | None = None
     try:
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout)
+        body = decode_content(body, request.headers.getall(hdrs.CONTENT_ENCODING, ()), settings.max_body_bytes)
         record = to_record(body, decode(body), utc_now())
     except (ApiError, InvalidPush) as exc:
         error = http_error(exc, settings.retry_after)
         assert error is not None  # both are mapped
-        await keep_reject(request, error, body)
+        # A body past the limit is not kept, however small it arrived compressed.
+        await keep_reject(request, error, None if error.code == "body_too_large" else body)
         raise error from None
     fields["key"] = "/".join(record.key)
     outcome = await store(request, record, len(body))

@@ -1,10 +1,11 @@
-"""How many request log lines a flood writes: each answered request gets its own line up to a number per
-second, and the rest of that second are counted into one summary line.
+"""How many request log lines a flood writes: each request gets its own line up to a number per second,
+and the rest of that second are counted into one summary line.
 
 At a few pushes a second (a workflow's usual pace) every request is still a line of its own. Under a flood,
 one line per request is the largest cost a push has after parsing, and journald drops lines past its own
 rate limit anyway; the summary says how many requests were answered and how, so the log still shows that
-pushes arrive. Errors are not counted here: each keeps its own line.
+pushes arrive. Errors (a status of 400 or more) have an allowance of their own, as large: a stranger's
+flood of 404s neither fills the log nor hides the lines of the pushes that arrive meanwhile.
 """
 
 from __future__ import annotations
@@ -21,24 +22,26 @@ class RequestLines:
     def __init__(self, per_second: int) -> None:
         self._per_second = per_second
         self._second = -1
-        self._written = 0
+        self._answered = 0
+        self._errors = 0
         self._held: Counter[tuple[str, str, object]] = Counter()
         self._timer: asyncio.TimerHandle | None = None
 
-    def take(self) -> bool:
-        """Whether an answered request gets its own line now; if not, the caller ``hold``s it."""
+    def take(self, error: bool) -> bool:
+        """Whether a request (an ``error`` or not) gets its own line now; if not, the caller ``hold``s it."""
         second = int(time.monotonic())
         if second != self._second:
             self._second = second
-            self._written = 0
-        if self._written < self._per_second:
-            self._written += 1
-            return True
-        return False
+            self._answered = self._errors = 0
+        if error:
+            self._errors += 1
+            return self._errors <= self._per_second
+        self._answered += 1
+        return self._answered <= self._per_second
 
     def hold(self, what: tuple[str, str, object]) -> None:
-        """Count a request left out by method, route and outcome (or status); the summary follows within a
-        second."""
+        """Count a request left out by method, route and outcome (or error code, or status); the summary
+        follows within a second."""
         if not self._held:
             self._timer = asyncio.get_running_loop().call_later(1.0, self.flush)
         self._held[what] += 1

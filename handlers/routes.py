@@ -15,9 +15,9 @@ from plumbing.settings import Settings
 
 def setup_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_post(settings.push_path, receive_push)
-    if settings.push_token:
-        # Every path under the push path reaches the handler, so that each wrong guess is counted.
-        app.router.add_post(f"{settings.push_path}/{{token:.*}}", receive_push)
+    # Every path under the push path reaches the handler, with a push token or without, so that each 404
+    # there is counted as a refused push.
+    app.router.add_post(f"{settings.push_path}/{{token:.*}}", receive_push)
     # Probes, scrapes and page files are polled: their successful answers are not logged at info.
     app.router.add_get("/healthz", quiet(healthz))
     app.router.add_get("/readyz", quiet(readyz))
@@ -25,6 +25,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/favicon.ico", quiet(inspector.no_icon))
     app.router.add_get("/api/pushes", api.list_pushes)
     app.router.add_get("/api/pushes/{workflow_id}/{node_id}/{call_id}", api.show_push)
+    app.router.add_get("/api/pushes/{workflow_id}/{node_id}/{call_id}/versions", api.list_versions)
     app.router.add_get("/api/stats", api.show_stats)
     app.router.add_get("/api/rejects", api.list_rejects)
     app.router.add_get("/api/deliveries", api.list_deliveries)

@@ -6,6 +6,8 @@ import sys
 
 PROGRAM = "airudder-receiver"
 FAILED = 2
+# 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C.
+INTERRUPTED = 130
 
 
 class CommandFailed(Exception):

@@ -31,8 +31,13 @@ def escape(text: str) -> str:
     return text if text.isprintable() else _UNSAFE.sub(_escape_one, text)
 
 
+# The characters a token may hold (plumbing.settings): the token is masked where it stands whole between others.
+_TOKEN_CHARACTERS = "A-Za-z0-9._~-"
+
+
 class _Masking(logging.Formatter):
-    """Masks the path segment after the push path, and the token itself wherever it appears."""
+    """Masks the path segment after the push path, and the token itself wherever it stands as a whole word
+    (never the same letters inside other text, which a short token would turn to stars everywhere)."""
 
     def __init__(self, push_path: str, token: str) -> None:
         super().__init__()
@@ -40,6 +45,7 @@ class _Masking(logging.Formatter):
         self._replacement = push_path + "/***"
         self._segment_start = push_path + "/"
         self._token = token
+        self._whole_token = re.compile(f"(?<![{_TOKEN_CHARACTERS}]){re.escape(token)}(?![{_TOKEN_CHARACTERS}])")
         self._second = -1
         self._second_text = ""
 
@@ -47,8 +53,8 @@ class _Masking(logging.Formatter):
         # The regex needs the push path and a slash; most lines have neither, and a substring test is cheaper.
         if self._segment_start in text:
             text = self._segment.sub(self._replacement, text)
-        if self._token:
-            text = text.replace(self._token, "***")
+        if self._token and self._token in text:
+            text = self._whole_token.sub("***", text)
         return text
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:

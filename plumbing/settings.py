@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from plumbing.addresses import LOOPBACK_HOSTS, parse_networks
+from plumbing.addresses import LOOPBACK_HOSTS, is_loopback_host, parse_networks
 from plumbing.destinations import Destination, DestinationError, parse_destinations
 
 PUSH_TOKEN_ENV = "AIRUDDER_RECEIVER_PUSH_TOKEN"
@@ -39,7 +40,12 @@ MAX_SHUTDOWN_TIMEOUT = DRAIN_SECONDS - 1
 
 # Secrets: their values never appear in an error, and only characters a URL carries as they are.
 SECRET_KEYS = ("push_token", "api_token")
+SECRET_ENVS = (PUSH_TOKEN_ENV, API_TOKEN_ENV)
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]*")
+# A token is a password that anyone who reaches the port may guess at: 16 characters of hex are 64 bits.
+MIN_TOKEN_LENGTH = 16
+# Files named in settings; a relative one is taken from the folder of the config file that names it.
+PATH_KEYS = ("db_path", "tls_cert", "tls_key")
 
 
 class ConfigError(Exception):
@@ -54,8 +60,12 @@ class Settings:
     push_path: str = "/push"
     push_token: str = ""
     api_token: str = ""
+    # Serve on an address other machines reach without push_token and api_token, knowingly.
+    allow_unauthenticated: bool = False
     api_readers: int = 4
     max_body_bytes: int = 1024 * 1024
+    # Bytes of bodies one /api answer holds at most (about); the page stops there and says so.
+    max_answer_bytes: int = 8 * 1024 * 1024
     ack: str = "committed"
     ack_timeout: float = 5.0
     queue_max: int = 10_000
@@ -89,12 +99,18 @@ class Settings:
             f"push_path must start with '/' and not end with one, not {self.push_path!r}",
         )
         for name in SECRET_KEYS:
+            token = getattr(self, name)
             _require(
-                _TOKEN.fullmatch(getattr(self, name)) is not None,
+                _TOKEN.fullmatch(token) is not None,
                 f"{name} may contain only letters, digits and the characters . _ ~ -",
+            )
+            _require(
+                not token or len(token) >= MIN_TOKEN_LENGTH,
+                f"{name} must be at least {MIN_TOKEN_LENGTH} characters long (openssl rand -hex 32 makes a good one)",
             )
         _require(1 <= self.api_readers <= 32, "api_readers must be between 1 and 32")
         _require(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024")
+        _require(self.max_answer_bytes >= 64 * 1024, "max_answer_bytes must be at least 65536")
         _require(self.ack in ACK_MODES, f"ack must be one of {', '.join(ACK_MODES)}, not {self.ack!r}")
         _require(0 < self.ack_timeout <= 9, "ack_timeout must be more than 0 and at most 9 seconds")
         _require(self.queue_max >= 1, "queue_max must be at least 1")
@@ -133,6 +149,25 @@ class Settings:
         return self
 
 
+def require_guarded(settings: Settings) -> None:
+    """``serve`` only: a listener that other machines reach needs both tokens, unless the operator says
+    otherwise with ``allow_unauthenticated``.
+
+    Not part of ``validate``: the commands read the service's config.toml without its environment, where
+    the tokens are.
+    """
+    if settings.allow_unauthenticated or is_loopback_host(settings.host):
+        return
+    missing = [(name, env) for name, env in zip(SECRET_KEYS, SECRET_ENVS, strict=True) if not getattr(settings, name)]
+    if missing:
+        names = " and no ".join(name for name, _ in missing)
+        envs = " and ".join(env for _, env in missing)
+        raise ConfigError(
+            f"host {settings.host!r} is reachable from other machines, but no {names} is set: set {envs}"
+            " (or the setting), or allow_unauthenticated = true to serve without"
+        )
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -165,6 +200,11 @@ def _destinations(raw: Any) -> tuple[Destination, ...]:
         raise ConfigError(str(exc)) from None
 
 
+def _absolute(base: Path, value: str) -> str:
+    """A file setting as an absolute path from ``base``; empty (not set) and URLs stay as they are."""
+    return value if not value or "://" in value else os.path.abspath(base / value)
+
+
 # What --dev means, in settings: a developer watching pushes arrive on this machine.
 DEV_SETTINGS = {"log_format": "text", "log_pushes": True, "inspector": True}
 
@@ -177,15 +217,26 @@ def load(path: str | None, overrides: dict[str, Any] | None = None, *, dev: bool
     """
     values: dict[str, Any] = {}
     file = Path(path) if path else Path("config.toml")
+    # Where relative paths in the file (and the defaults) start: the file's folder, not the current one.
+    base = Path.cwd()
     if path or file.exists():
         try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+            text = file.read_text(encoding="utf-8")
+            mode = file.stat().st_mode
         except FileNotFoundError:
             raise ConfigError(f"config file {file} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {file} cannot be read: {exc}") from None
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(
+                f"config file {file} may be changed by other users (mode {stat.S_IMODE(mode):04o}), and it says"
+                f" where to store the calls and who may read them: chmod go-w {file}"
+            )
+        try:
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+        base = file.absolute().parent
         for name, value in raw.items():
             if name == "forward":
                 values[name] = _destinations(value)
@@ -193,12 +244,16 @@ def load(path: str | None, overrides: dict[str, Any] | None = None, *, dev: bool
             if name not in _FIELDS:
                 raise ConfigError(f"config file {file} has an unknown key {name!r}")
             values[name] = _coerce(name, value)
+    for name in PATH_KEYS:
+        values[name] = _absolute(base, values.get(name, getattr(Settings, name)))
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value)
-    for name, env in zip(SECRET_KEYS, (PUSH_TOKEN_ENV, API_TOKEN_ENV), strict=True):
-        token = os.environ.get(env)
-        if token is not None:
+            if name in PATH_KEYS:  # a flag's path is the shell's: from the current folder
+                values[name] = _absolute(Path.cwd(), values[name])
+    for name, env in zip(SECRET_KEYS, SECRET_ENVS, strict=True):
+        # An empty variable (a blank line in an env file, `VAR= cmd`) never clears a token set in the file.
+        if token := os.environ.get(env):
             values[name] = token
     if database_url := os.environ.get(DATABASE_URL_ENV):
         values["db_path"] = database_url

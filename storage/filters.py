@@ -101,8 +101,13 @@ def parse_push_filter(params: Mapping[str, str]) -> PushFilter:
             equals.append((name, value))
     since = parse_time("since", params["since"]) if params.get("since") is not None else None
     until = parse_time("until", params["until"]) if params.get("until") is not None else None
+    return PushFilter(tuple(equals), since, until, *parse_cursor(params))
+
+
+def parse_cursor(params: Mapping[str, str]) -> tuple[int, int | None, bool]:
+    """``after``, ``before`` and whether ``order`` is newest first."""
     before = parse_int("before", params["before"], 1, MAX_SEQ) if params.get("before") is not None else None
     order = params.get("order", "oldest")
     if order not in ORDERS:
         raise FilterError(f"order must be {' or '.join(ORDERS)}, not {order!r}")
-    return PushFilter(tuple(equals), since, until, parse_after(params), before, order == "newest")
+    return parse_after(params), before, order == "newest"

@@ -45,13 +45,53 @@ def _where(push_filter: PushFilter, p: Params) -> str:
     )
 
 
-def push_row(row: Any) -> dict[str, Any]:
-    """A stored row as JSON-ready values: ``warnings`` and ``body`` (when selected) are decoded."""
+# Rows with bodies are fetched one at a time: a page stopped by its byte budget has read at most one body
+# past it, and SQLite's reading thread holds the interpreter lock for one body's conversion at a time
+# (eight at once delayed pushes by milliseconds).
+BODY_CHUNK_ROWS = 1
+
+
+class Budget:
+    """The bodies one answer may still hold, in bytes (characters for text, near enough): a page of large
+    bodies is cut short rather than held in memory whole. The first row is always taken, so that every
+    page moves its cursor on."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._left = max_bytes
+        self._taken = 0
+        self.cut = False
+
+    def take(self, body: str | bytes | None) -> bool:
+        size = len(body or "")
+        if self._taken and size > self._left:
+            self.cut = True
+            return False
+        self._left -= size
+        self._taken += 1
+        return True
+
+    async def rows(self, conn: Reader, statement: str, p: Params) -> list[Any]:
+        """The rows of ``statement`` whose ``body`` fits, in order; those after the first that does not are
+        never read."""
+        taken = []
+        async with aclosing(conn.iterate(statement, p, chunk_rows=BODY_CHUNK_ROWS)) as found:
+            async for row in found:
+                if not self.take(row["body"]):
+                    break
+                taken.append(row)
+        return taken
+
+
+def push_row(row: Any, *, as_text: bool = False) -> dict[str, Any]:
+    """A stored row as JSON-ready values: ``warnings`` and ``body`` (when selected) are decoded.
+
+    ``as_text`` leaves the body as the JSON text it is stored as, which orjson writes into an answer
+    unchanged: a 1 MiB body then costs the event loop a copy, not a parse and a rebuild."""
     item = dict(row)
     if item.get("warnings") is not None:
         item["warnings"] = orjson.loads(item["warnings"])
     if item.get("body") is not None:
-        item["body"] = orjson.loads(item["body"])
+        item["body"] = orjson.Fragment(item["body"]) if as_text else orjson.loads(item["body"])
     return item
 
 
@@ -84,12 +124,13 @@ async def page_pushes(conn: Reader, push_filter: PushFilter, limit: int) -> list
 
 
 async def push_detail(conn: Reader, workflow_id: str, node_id: str, call_id: str) -> dict[str, Any] | None:
-    """One call: typed columns, the body as received (null once purged), any differing versions, and its
-    deliveries to forwarding destinations."""
-    async with conn.snapshot():  # the push and its versions from the same commit
+    """One call: typed columns, its latest body (null once purged) and which version that is, how many
+    bodies it was received with (``push_versions`` pages through them), and its deliveries to forwarding
+    destinations. One body however many versions the call has: a read's memory does not grow with them."""
+    async with conn.snapshot():  # the push and its latest version from the same commit
         p = conn.params()
         rows = await conn.fetch(
-            f"SELECT {', '.join(PUSH_COLUMNS)}, body FROM pushes"
+            f"SELECT {', '.join(PUSH_COLUMNS)} FROM pushes"
             f" WHERE workflow_id = {p(workflow_id)} AND node_id = {p(node_id)} AND call_id = {p(call_id)}",
             p,
         )
@@ -97,14 +138,61 @@ async def push_detail(conn: Reader, workflow_id: str, node_id: str, call_id: str
             return None
         push = push_row(rows[0])
         p = conn.params()
-        versions = await conn.fetch(
-            f"SELECT received_at, body FROM push_versions WHERE push_seq = {p(push['seq'])} ORDER BY id", p
+        ((later,),) = await conn.fetch(f"SELECT count(*) FROM push_versions WHERE push_seq = {p(push['seq'])}", p)
+        p = conn.params()
+        latest = (
+            f"SELECT body FROM push_versions WHERE push_seq = {p(push['seq'])} ORDER BY id DESC LIMIT 1"
+            if later
+            else f"SELECT body FROM pushes WHERE seq = {p(push['seq'])}"
         )
+        (body,) = await conn.fetch(latest, p)
         forwarding_jobs = await outbox.jobs_of_push(conn, push["seq"])
-    push["versions"] = [push_row(version) for version in versions]
+    push["body"] = push_row(body, as_text=True)["body"]
+    # Version 0 is the body first stored; n is the n-th body that differed from those before it.
+    push["body_version"] = int(later)
+    push["version_count"] = int(later) + 1
     # Each delivery of the push (and of its versions) to a forwarding destination, with its attempts.
     push["forwarding"] = forwarding_jobs
     return push
+
+
+async def push_versions(
+    conn: Reader, workflow_id: str, node_id: str, call_id: str, after: int | None, limit: int, max_bytes: int
+) -> tuple[list[dict[str, Any]], bool] | None:
+    """A call's bodies, oldest first, numbered as in ``push_detail``: those after version ``after`` (all from
+    version 0 when None), at most ``limit`` and about ``max_bytes`` of bodies (always one); and whether the
+    byte limit cut the page short. None when no such call is stored."""
+    budget = Budget(max_bytes)
+    async with conn.snapshot():
+        p = conn.params()
+        rows = await conn.fetch(
+            f"SELECT seq FROM pushes"
+            f" WHERE workflow_id = {p(workflow_id)} AND node_id = {p(node_id)} AND call_id = {p(call_id)}",
+            p,
+        )
+        if not rows:
+            return None
+        seq = rows[0][0]
+        items = []
+        if after is None:
+            p = conn.params()
+            (first,) = await conn.fetch(
+                f"SELECT first_received_at AS received_at, body FROM pushes WHERE seq = {p(seq)}", p
+            )
+            budget.take(first["body"])
+            items.append({"version": 0, **push_row(first, as_text=True)})
+        start = after or 0
+        if len(items) < limit:
+            # OFFSET, not a keyset: these are one call's versions, a short list found through its push_seq index.
+            p = conn.params()
+            later = await budget.rows(
+                conn,
+                f"SELECT received_at, body FROM push_versions WHERE push_seq = {p(seq)}"
+                f" ORDER BY id LIMIT {p(limit - len(items))} OFFSET {p(start)}",
+                p,
+            )
+            items += [{"version": start + n, **push_row(row, as_text=True)} for n, row in enumerate(later, start=1)]
+    return items, budget.cut
 
 
 async def stats(conn: Reader) -> dict[str, Any]:
@@ -158,13 +246,29 @@ REJECT_COLUMNS = (
 )
 
 
-async def page_rejects(conn: Reader, after: int, limit: int, reason: str | None = None) -> list[dict[str, Any]]:
-    """Rejects after ``after`` in id order; the body is given as text (bytes that are not UTF-8 replaced)."""
+async def page_rejects(
+    conn: Reader,
+    after: int,
+    limit: int,
+    max_bytes: int,
+    reason: str | None = None,
+    *,
+    before: int | None = None,
+    newest_first: bool = False,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Rejects after ``after`` (and before ``before``) in id order, or newest first, at most ``limit`` and
+    about ``max_bytes`` of bodies (always one), and whether the byte limit cut the page short; the body is
+    given as text (bytes that are not UTF-8 replaced)."""
+    budget = Budget(max_bytes)
     p = conn.params()
-    where = sql.where(p, (("id > {}", after), ("reason = {}", reason)))
-    statement = f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE {where} ORDER BY id LIMIT {p(limit)}"
+    where = sql.where(p, (("id > {}", after), ("id < {}", before), ("reason = {}", reason)))
+    order = " DESC" if newest_first else ""
+    statement = (
+        f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE {where} ORDER BY id{order} LIMIT {p(limit)}"
+    )
+    rows = await budget.rows(conn, statement, p)
     items = []
-    for row in await conn.fetch(statement, p):
+    for row in rows:
         item = dict(row)
         item["headers"] = orjson.loads(item["headers"])
         stored = item.pop("body")
@@ -172,7 +276,7 @@ async def page_rejects(conn: Reader, after: int, limit: int, reason: str | None 
         item["body_bytes"] = None if raw is None else len(raw)
         item["body"] = None if raw is None else raw.decode("utf-8", "replace")
         items.append(item)
-    return items
+    return items, budget.cut
 
 
 def raw_body(stored: str | bytes) -> bytes:

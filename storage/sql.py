@@ -39,8 +39,11 @@ class Reader(Protocol):
 
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]: ...
 
-    def iterate(self, sql: str, params: Params | None = None) -> AsyncGenerator[Row, None]:
-        """The rows one at a time, fetched in small chunks: memory stays flat however many match."""
+    def iterate(
+        self, sql: str, params: Params | None = None, chunk_rows: int | None = None
+    ) -> AsyncGenerator[Row, None]:
+        """The rows one at a time, fetched in small chunks (of ``chunk_rows``, or the connection's own):
+        memory stays flat however many match."""
         ...
 
     def snapshot(self) -> AbstractAsyncContextManager[None]:

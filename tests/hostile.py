@@ -194,11 +194,12 @@ CORPUS: list[Hostile] = [
     rejected("call-id-object", "identity", orjson.dumps(push("x", call_id={"$gt": ""})), 422, "invalid_field"),
     stored("workflow-id-integer", "identity", with_top("int-wf", workflow_id=7), "hostile-int-wf"),
     stored("sql-in-id", "identity", orjson.dumps(push("x", call_id=SQL)), SQL),
-    stored(
-        "duplicate-key-last-wins",
+    rejected(
+        "duplicate-key",
         "identity",
         b'{"workflow_id": "w", "node_id": "n", "call": {"call_id": null, "call_id": "hostile-dup"}}',
-        "hostile-dup",
+        422,
+        "duplicate_key",
     ),
     # Every other field of the wrong type: stored, with warnings.
     stored(
@@ -274,12 +275,15 @@ CORPUS: list[Hostile] = [
         "hostile-deflate",
         {"Content-Encoding": "deflate"},
     ),
-    refused(
-        "brotli-unsupported",
+    rejected("brotli-unsupported", "framing", b"xxxx", 415, "unsupported_encoding", {"Content-Encoding": "br"}),
+    rejected("zstd-unsupported", "framing", b"xxxx", 415, "unsupported_encoding", {"Content-Encoding": "zstd"}),
+    rejected(
+        "unknown-coding",
         "framing",
-        wire("brotli-unsupported", b"xxxx", {"Content-Encoding": "br"}),
-        400,
-        HTTP_PARSER,
+        orjson.dumps(push("coding")),
+        415,
+        "unsupported_encoding",
+        {"Content-Encoding": "compress"},
     ),
     # Content types: ignored, since senders mislabel; only the body decides.
     stored("text-plain", "content-type", orjson.dumps(push("text")), "hostile-text", {"Content-Type": "text/plain"}),

@@ -119,13 +119,14 @@ def run_server_to_exit(
 @contextmanager
 def running_server(
     workdir: Path,
-    db_path: Path | str,
+    db_path: Path | str | None,
     *extra_args: str,
     env: dict[str, str] | None = None,
     command: Sequence[str] = (sys.executable, str(ROOT / "server.py")),
     tls: ssl.SSLContext | None = None,
 ) -> Iterator[ServerProcess]:
-    """``python server.py`` on a free port, in ``workdir``; killed at the end if still running.
+    """``python server.py`` on a free port, in ``workdir``; killed at the end if still running. A ``db_path``
+    of None passes no ``--db``: the database is the configuration's.
 
     With ``tls`` (a client context that trusts the server's certificate) the server is reached over HTTPS.
     """
@@ -133,7 +134,7 @@ def running_server(
     log_path = workdir / f"server-{port}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [*command, "--port", str(port), "--db", str(db_path), *extra_args],
+            [*command, "--port", str(port), *(("--db", str(db_path)) if db_path is not None else ()), *extra_args],
             cwd=workdir,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -34,6 +34,7 @@ ALLOWED_STATUS = {
     "/api/openapi.json": 200,
     "/api/pushes": 200,
     "/api/pushes/x/x/x": 404,
+    "/api/pushes/x/x/x/versions": 404,
     "/api/rejects": 200,
     "/api/stats": 200,
 }

@@ -31,13 +31,48 @@ async def test_one_push_has_body_metadata_and_versions(make_client: ClientFactor
     assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
     await post_push(client, sample(intention="F"))
     push = await get_json(client, f"/api/pushes/{KEY}")
-    assert tuple(push) == (*PUSH_COLUMNS, "body", "versions", "forwarding")
+    assert tuple(push) == (*PUSH_COLUMNS, "body", "body_version", "version_count", "forwarding")
     assert push["forwarding"] == []  # no destination is configured
-    assert push["body"] == orjson.loads(SAMPLE_BYTES)
-    assert push["deliveries"] == 3
-    (version,) = push["versions"]
-    assert version["body"]["call"]["intention"] == "F"
-    assert version["received_at"] >= push["first_received_at"]
+    # The latest body, and how many there are; the versions endpoint pages through all of them.
+    assert push["body"]["call"]["intention"] == "F"
+    assert (push["body_version"], push["version_count"], push["deliveries"]) == (1, 2, 3)
+    first, later = (await get_json(client, f"/api/pushes/{KEY}/versions"))["items"]
+    assert (first["version"], first["body"]) == (0, orjson.loads(SAMPLE_BYTES))
+    assert (later["version"], later["body"]["call"]["intention"]) == (1, "F")
+    assert later["received_at"] >= first["received_at"] == push["first_received_at"]
+
+
+@both_backends
+async def test_versions_and_rejects_come_in_pages_of_bounded_bytes(make_client: ClientFactory) -> None:
+    client = await make_client(max_answer_bytes=64 * 1024)
+    padding = "x" * 20_000  # each body about 24 kB: two fit in 64 kB, not three
+    for n in range(7):
+        await post_push(client, sample(intention=str(n), slots=padding))
+        assert (await client.post("/push", data=b"[" + b"x" * 30_000 + b"]")).status == 400  # two in 64 kB
+    seen, after, pages = [], None, 0
+    while True:
+        params = {"limit": 5} if after is None else {"limit": 5, "after": after}
+        page = await get_json(client, f"/api/pushes/{KEY}/versions", **params)
+        pages += 1
+        if not page["items"]:
+            assert (page["next_after"], page["more"]) == (after, False)
+            break
+        assert len(page["items"]) <= 2
+        seen += [item["body"]["call"]["intention"] for item in page["items"]]
+        after = page["next_after"]
+    assert seen == [str(n) for n in range(7)]
+    assert pages == 5  # 2 + 2 + 2 + 1, and the empty page that says there is no more
+    page = await get_json(client, f"/api/pushes/{KEY}/versions", after=5, limit=1)
+    assert ([item["version"] for item in page["items"]], page["next_after"], page["more"]) == ([6], 6, False)
+    rejects = await get_json(client, "/api/rejects", limit=1000)
+    assert (len(rejects["items"]), rejects["next_after"], rejects["more"]) == (2, 2, True)
+    rest = await get_json(client, "/api/rejects", after=6, limit=1000)
+    assert ([item["id"] for item in rest["items"]], rest["more"]) == ([7], False)
+    newest = await get_json(client, "/api/rejects", order="newest", limit=1000)
+    assert ([item["id"] for item in newest["items"]], newest["next_before"], newest["more"]) == ([7, 6], 6, True)
+    older = await get_json(client, "/api/rejects", order="newest", before=2)
+    assert ([item["id"] for item in older["items"]], older["next_before"], older["more"]) == ([1], 1, False)
+    assert (await client.get("/api/pushes/w/n/none/versions")).status == 404
 
 
 @both_backends

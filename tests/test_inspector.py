@@ -193,3 +193,27 @@ def test_a_call_shows_its_forwarding_state(tmp_path: Path, page: Page) -> None:
         expect(deliveries.nth(1).locator(".state")).to_have_text("dead")
         expect(deliveries.nth(1).locator(".attempts li")).to_contain_text("1 · ")
         expect(deliveries.nth(1).locator(".attempts li")).to_contain_text("exit 1")
+
+
+def test_refused_pushes_and_a_calls_latest_version_are_shown(tmp_path: Path, page: Page) -> None:
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--dev") as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        assert post(f"{server.url}/push", orjson.dumps(sample(intention="F")))[0] == 200  # a later version
+        assert post(f"{server.url}/push", b"not json, <b>bold</b>")[0] == 400
+        assert post(f"{server.url}/push", b'{"workflow_id": "w"}')[0] == 422
+        page.goto(f"{server.url}/")
+        expect(page.locator("#live")).to_have_text("live")
+        page.locator("#pushes tbody tr").first.click()
+        detail = page.locator("#detail-pane")
+        expect(detail.locator(".intention.big")).to_have_text("F")
+        expect(detail.locator("details.raw summary")).to_have_text("Raw JSON (the latest of 2 versions)")
+
+        expect(page.locator("#reject-count")).to_have_text("(2)")
+        page.locator("#rejects-box summary").click()
+        rejects = page.locator("#rejects tbody tr")
+        expect(rejects).to_have_count(2)
+        expect(rejects.first).to_contain_text("missing_field")  # newest first
+        rejects.last.click()
+        expect(detail.locator("h2")).to_have_text("Refused: invalid_json")
+        expect(detail.locator("pre.reject-body")).to_have_text("not json, <b>bold</b>")  # text, never markup
+        assert server.stop() == 0

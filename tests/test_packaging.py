@@ -63,3 +63,13 @@ def test_make_run_reinstalls_when_a_file_of_any_installed_package_changes() -> N
     for package in packages:
         assert f"{package}/__init__.py" in sources
     assert "storage/postgres/batches.py" in sources  # files in sub-packages count too
+
+
+def test_make_run_takes_a_port_without_editing_config_toml() -> None:
+    def recipe(*args: str) -> list[str]:
+        dry = subprocess.run(["make", "-n", "run", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert dry.returncode == 0, dry.stderr
+        return [line.rstrip() for line in dry.stdout.splitlines() if " serve" in line]
+
+    assert recipe("PORT=9123") == [".venv/bin/airudder-receiver serve --port 9123"]
+    assert recipe() == [".venv/bin/airudder-receiver serve"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import signal
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 
-from tests.process import console_script, run_server_to_exit, running_server
+from tests.process import ROOT, console_script, run_server_to_exit, running_server
 from tests.support import SAMPLE_BYTES, TYPED, get, post, rows
 
 
@@ -83,3 +86,27 @@ def test_unopenable_database_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot open the database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_files_are_the_owners_only_whatever_the_umask(tmp_path: Path) -> None:
+    # A shell that lets everyone read and write what it creates.
+    permissive = ("sh", "-c", 'umask 000 && exec "$0" "$@"', sys.executable, str(ROOT / "server.py"))
+    db_path = tmp_path / "data" / "pushes.sqlite3"
+
+    def mode(path: Path) -> str:
+        return f"{stat.S_IMODE(path.stat().st_mode):04o}"
+
+    with running_server(tmp_path, db_path, command=(*permissive, "serve")) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        files = [db_path.parent, db_path, *(db_path.with_name(db_path.name + end) for end in ("-wal", "-shm"))]
+        assert [mode(path) for path in files] == ["0700", "0600", "0600", "0600"]
+        (tmp_path / "backups").mkdir(mode=0o700)
+        for command in (
+            ("export", "--format", "csv", "--output", str(tmp_path / "calls.csv")),
+            ("backup", str(tmp_path / "backups")),
+        ):
+            done = subprocess.run([*permissive, *command, "--db", str(db_path)], capture_output=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+        assert server.stop() == 0
+    (backup,) = (tmp_path / "backups").iterdir()
+    assert [mode(tmp_path / "calls.csv"), mode(backup)] == ["0600", "0600"]

@@ -75,7 +75,7 @@ async def test_forwarded_address_decides_only_behind_a_trusted_proxy(make_client
     assert spoofed.status == 403
 
     proxied = await make_client(
-        allow_ips=("203.0.113.0/24",), trusted_proxies=("127.0.0.1",), api_token="read-0123456789"
+        allow_ips=("203.0.113.0/24",), trusted_proxies=("127.0.0.1",), api_token="read-0123456789abcdef"
     )
     for forwarded, status in [
         ("203.0.113.9", 200),
@@ -93,13 +93,26 @@ async def test_forwarded_address_decides_only_behind_a_trusted_proxy(make_client
 
 
 async def test_wrong_tokens_are_counted_and_store_nothing(make_client: ClientFactory, db_path: Path) -> None:
-    client = await make_client(push_token="s3cret")
-    for path in ("/push", "/push/", "/push/s3cre", "/push/s3cret-", "/push/s3cret/x", "/push/%ED%A0%80"):
+    client = await make_client(push_token="s3cret-0123456789")
+    for path in ("/push", "/push/", "/push/s3cret-012345678", "/push/s3cret-0123456789-", "/push/s3cret-0123456789/x",
+                 "/push/%ED%A0%80"):  # fmt: skip
         response = await client.post(path, data=b"not even json")
         assert response.status == 404, path
         assert (await response.json())["error"] == "not_found"
     assert refusals(client, "not_found") == 6
     assert rows(db_path, "SELECT count(*) FROM rejects")[0][0] == 0
-    assert (await client.post("/push/s3cret", data=SAMPLE_BYTES)).status == 200
+    assert (await client.post("/push/s3cret-0123456789", data=SAMPLE_BYTES)).status == 200
     assert refusals(client, "not_found") == 6
+    assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
+
+
+async def test_every_404_under_the_push_path_is_counted_without_a_push_token_too(
+    make_client: ClientFactory, db_path: Path
+) -> None:
+    client = await make_client()
+    for path in ("/push/", "/push/guess", "/push/a/b"):
+        response = await client.post(path, data=SAMPLE_BYTES)
+        assert (response.status, (await response.json())["error"]) == (404, "not_found"), path
+    assert refusals(client, "not_found") == 3
+    assert (await client.post("/push", data=SAMPLE_BYTES)).status == 200
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1

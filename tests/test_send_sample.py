@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -77,6 +78,38 @@ def test_retries_a_503_until_the_database_frees_up(
     assert rows(db_path, "SELECT count(*) FROM pushes")[0][0] == 1
 
 
+def test_without_a_push_token_it_says_so(tmp_path: Path) -> None:
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3") as server:
+        (tmp_path / "c.toml").write_text(f"port = {server.port}\n")
+        result = send_sample(tmp_path, "--config", str(tmp_path / "c.toml"), "--retries", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "no push token is loaded (push_token, or AIRUDDER_RECEIVER_PUSH_TOKEN in the environment): posting without one"
+    )
+
+
+def test_ctrl_c_while_waiting_to_retry_stops_quietly(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/push"
+    proc = subprocess.Popen(
+        [console_script(), "send-sample", "--url", url, "--interval", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert "retrying in 60 s" in [proc.stdout.readline() for _ in range(3)][2]
+        proc.send_signal(signal.SIGINT)
+        _, errors = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert errors.strip() == ""
+
+
 def test_file_option_and_bad_files(tmp_path: Path) -> None:
     missing = send_sample(tmp_path, "--file", str(tmp_path / "nope.json"), "--url", "http://127.0.0.1:9/push")
     assert missing.returncode == 2
@@ -92,7 +125,10 @@ def test_file_option_and_bad_files(tmp_path: Path) -> None:
     ("settings", "url"),
     [
         (Settings(), "http://127.0.0.1:8080/push"),
-        (Settings(host="0.0.0.0", port=9000, push_token="s3cret"), "http://127.0.0.1:9000/push/s3cret"),
+        (
+            Settings(host="0.0.0.0", port=9000, push_token="s3cret-0123456789"),
+            "http://127.0.0.1:9000/push/s3cret-0123456789",
+        ),
         (Settings(host="::", push_path="/in"), "http://[::1]:8080/in"),
         (Settings(tls_cert="c.pem", tls_key="k.pem"), "https://127.0.0.1:8080/push"),
     ],
@@ -124,4 +160,4 @@ def test_a_certificate_that_cannot_be_loaded_is_one_sentence_on_stderr(tmp_path:
     assert result.returncode == 2
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
-    assert line.startswith("airudder-receiver: send-sample: cannot load tls_cert cert.pem: "), line
+    assert line.startswith(f"airudder-receiver: send-sample: cannot load tls_cert {tmp_path / 'cert.pem'}: "), line

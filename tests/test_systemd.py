@@ -127,8 +127,11 @@ def test_commands_find_the_services_database_from_its_config(tmp_path: Path) -> 
     config.write_text(CONFIG.read_text().replace("/var/lib/airudder-receiver", str(state)), encoding="utf-8")
     db_path = Path(load(str(config)).db_path)
     assert db_path.parent == state
-    with running_server(tmp_path, db_path, "--config", str(config)) as server:
-        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+    # On every interface, so with the two tokens of the service's env file.
+    push_token = "push-0123456789abcdef"
+    env = {"AIRUDDER_RECEIVER_PUSH_TOKEN": push_token, "AIRUDDER_RECEIVER_API_TOKEN": "read-0123456789abcdef"}
+    with running_server(tmp_path, db_path, "--config", str(config), env=env) as server:
+        assert post(f"{server.url}/push/{push_token}", SAMPLE_BYTES)[0] == 200
         assert server.stop() == 0
     # No --db: the command reads db_path from the file the service read, from any folder.
     stats = subprocess.run(

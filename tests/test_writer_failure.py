@@ -26,7 +26,7 @@ from storage.sqlite.batches import SqliteBatches
 from storage.sqlite.connection import open_writer
 from storage.writer import WriteFailed, Writer, WriterUnavailable
 from tests.load import push_body
-from tests.support import ClientFactory, record, report, rows, stored_call_ids
+from tests.support import ClientFactory, execute, record, report, rows, stored_call_ids
 
 pytestmark = pytest.mark.failure
 
@@ -156,3 +156,21 @@ async def test_a_start_that_fails_after_the_database_opened_closes_it(
     async with asyncio.timeout(5):
         while {t for t in threading.enumerate() if not t.daemon} - before:
             await asyncio.sleep(0.05)
+
+
+async def test_readyz_fails_while_most_recent_pushes_are_not_stored(make_client: ClientFactory, db_path: Path) -> None:
+    client = await make_client(ack_timeout=ACK_TIMEOUT)
+    assert (await client.get("/readyz")).status == 200
+    # As on a nearly full disk: the probe's small row still commits, a push with a transcript does not.
+    execute(
+        db_path,
+        "CREATE TRIGGER no_room BEFORE INSERT ON pushes WHEN NEW.call_id LIKE 'big-%'"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    assert [(await push(client, f"big-{n}"))[:2] for n in range(2)] == [(503, "storage_error")] * 2
+    not_ready = await client.get("/readyz")
+    assert not_ready.status == 503
+    assert (await not_ready.json())["problems"] == ["2 of the last 2 pushes (within 10 s) were not stored"]
+    # Once most pushes are stored again, so is the server ready.
+    assert [(await push(client, f"small-{n}"))[0] for n in range(3)] == [200] * 3
+    assert (await client.get("/readyz")).status == 200

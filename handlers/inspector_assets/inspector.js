@@ -1,10 +1,12 @@
-// The inspector: the latest pushes from /api/pushes, kept current by /api/events, one call at a time in detail.
+// The inspector: the latest pushes from /api/pushes, kept current by /api/events, one call at a time in detail,
+// and the latest refused pushes from /api/rejects.
 // Every value from a push is put on the page as text (never as HTML): push bodies come from outside.
 // When the server answers 401, the page asks for the API token, keeps it for this tab in sessionStorage and
 // sends it as "Authorization: Bearer" on every request, the event stream included.
 "use strict";
 
 const PAGE = 100;
+const REJECTS_PAGE = 50;
 const TOKEN_KEY = "airudder-receiver.api-token";
 const rows = new Map(); // "workflow/node/call" -> {item, tr}
 let newestSeq = 0;
@@ -169,6 +171,49 @@ async function refresh(key, kind) {
   putRow(push, "top", kind);
   applyFilter();
   if (key === selectedKey) showDetail(push);
+}
+
+// -- refused pushes -----------------------------------------------------------------------------
+
+// The latest refused pushes, newest first; loaded at the start and whenever the list is opened (refusals
+// come with no event).
+async function loadRejects() {
+  const page = await getJson(`/api/rejects?order=newest&limit=${REJECTS_PAGE}`);
+  const body = $("rejects").tBodies[0];
+  body.replaceChildren(...page.items.map((reject) => {
+    const tr = el("tr", { tabindex: "0", "data-id": String(reject.id) },
+      el("td", { text: shortTime(reject.received_at), title: `${reject.received_at} (UTC)`, class: "time" }),
+      el("td", { text: reject.reason, title: reject.detail }),
+      el("td", { text: reject.remote || "–" }),
+      el("td", { text: reject.body_bytes === null ? "not kept" : `${reject.body_bytes} bytes` }));
+    tr.addEventListener("click", () => showReject(reject));
+    tr.addEventListener("keydown", (event) => { if (event.key === "Enter") showReject(reject); });
+    return tr;
+  }));
+  const more = page.items.length === REJECTS_PAGE || page.more ? "+" : "";
+  $("reject-count").textContent = `(${page.items.length}${more})`;
+  $("no-rejects").hidden = page.items.length > 0;
+}
+
+function showReject(reject) {
+  selectedKey = null;
+  for (const { tr } of rows.values()) tr.classList.remove("selected");
+  $("detail-pane").replaceChildren(
+    el("div", { class: "detail-title" },
+      el("h2", { text: `Refused: ${reject.reason}` }),
+      el("span", { class: "description", text: reject.detail })),
+    facts([
+      ["Received", reject.received_at],
+      ["Client", reject.remote],
+      ["Path", reject.path],
+      ["Taken in later", reject.reprocessed_at ? `${reject.reprocessed_at} as seq ${reject.reprocessed_seq}` : ""],
+    ]),
+    section("Headers", chips(reject.headers, "No headers kept.")),
+    section("Body", reject.body === null
+      ? el("p", { class: "none", text: "The body was not kept (too large, incomplete or not decodable)." })
+      : el("pre", { class: "reject-body", text: reject.body })),
+  );
+  $("detail-pane").scrollTop = 0;
 }
 
 // -- live updates -------------------------------------------------------------------------------
@@ -341,9 +386,11 @@ function showDetail(push) {
   const call = body.call || {};
   const callee = body.callee || {};
   const pane = $("detail-pane");
+  // The body is the call's latest version: its intention, not the first body's, is the call's now.
+  const intention = typeof call.intention === "string" ? call.intention : push.intention;
   const title = el("div", { class: "detail-title" },
     el("h2", { text: callee.callee_name || push.callee_number || "Unknown callee" }),
-    el("span", { class: "intention big", text: push.intention || "–" }),
+    el("span", { class: "intention big", text: intention || "–" }),
     el("span", { class: "description", text: call.intention_description || "" }));
   pane.replaceChildren(
     title,
@@ -356,6 +403,7 @@ function showDetail(push) {
       ["Attempts", call.call_times],
       ["Case", push.case_id],
       ["Deliveries", push.deliveries > 1 ? `${push.deliveries} (duplicates counted)` : push.deliveries],
+      ["Versions", push.version_count > 1 ? `${push.version_count}; this is the latest` : ""],
       ["Received", push.first_received_at],
       ["Call id", push.call_id],
       ["Warnings", (push.warnings || []).join("; ")],
@@ -373,7 +421,7 @@ function showDetail(push) {
       ["Verification", "verification_results"], ["Answered", "whether_answer"],
     ], "No questions asked.")),
     el("details", { class: "block raw" },
-      el("summary", { text: `Raw JSON${push.versions && push.versions.length ? ` (and ${push.versions.length} other version(s))` : ""}` }),
+      el("summary", { text: `Raw JSON${push.version_count > 1 ? ` (the latest of ${push.version_count} versions)` : ""}` }),
       el("pre", { text: JSON.stringify(push.body, null, 2) ?? "The body was purged." })),
   );
   pane.scrollTop = 0;
@@ -383,10 +431,11 @@ function showDetail(push) {
 
 function start() {
   setLive("waiting", "connecting…");
-  loadLatest().then(listen).catch(report);
+  loadLatest().then(() => { loadRejects().catch(report); return listen(); }).catch(report);
 }
 
 $("filter").addEventListener("input", applyFilter);
+$("rejects-box").addEventListener("toggle", () => { if ($("rejects-box").open) loadRejects().catch(report); });
 $("older").addEventListener("click", () => loadOlder().catch(report));
 $("login").addEventListener("submit", useToken);
 start();

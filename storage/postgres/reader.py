@@ -26,15 +26,18 @@ class PgReader:
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
         return list(await self.conn.fetch(sql, *without_nul(values_of(params))))
 
-    async def iterate(self, sql: str, params: Params | None = None) -> AsyncGenerator[Row, None]:
+    async def iterate(
+        self, sql: str, params: Params | None = None, chunk_rows: int | None = None
+    ) -> AsyncGenerator[Row, None]:
         args = without_nul(values_of(params))
+        prefetch = chunk_rows or self._chunk_rows
         if self.conn.is_in_transaction():
-            async for row in self.conn.cursor(sql, *args, prefetch=self._chunk_rows):
+            async for row in self.conn.cursor(sql, *args, prefetch=prefetch):
                 yield row
             return
         # A server-side cursor lives in a transaction; rows come ``chunk_rows`` at a time, memory stays flat.
         async with self.conn.transaction(isolation="repeatable_read", readonly=True):
-            async for row in self.conn.cursor(sql, *args, prefetch=self._chunk_rows):
+            async for row in self.conn.cursor(sql, *args, prefetch=prefetch):
                 yield row
 
     @asynccontextmanager

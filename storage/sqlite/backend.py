@@ -16,6 +16,7 @@ from storage.backup import Copied, Progress, copy_database
 from storage.link import LinkHealth
 from storage.outbox import Router
 from storage.schema import SchemaTooNew
+from storage.sqlite.access import require_access
 from storage.sqlite.batches import SqliteBatches
 from storage.sqlite.connection import open_reader, open_writer
 from storage.sqlite.outbox import SqliteOutbox, SqliteReplays
@@ -48,6 +49,7 @@ class SqliteBackend:
     async def _migrated_writer(self) -> tuple[aiosqlite.Connection, list[str]]:
         """A write connection on a schema brought up to date, and the migrations applied; another program's
         file is refused untouched."""
+        require_access(self.path, write=True)
         try:
             if Path(self.path).is_file():  # noqa: ASYNC240 (a stat, before any thread exists)
                 conn = await open_reader(self.path, self._settings.busy_timeout_ms)
@@ -91,6 +93,7 @@ class SqliteBackend:
 
     async def _open_checked(self, chunk_rows: int = 64) -> aiosqlite.Connection:
         self.require_file()
+        require_access(self.path, write=False)
         conn = await open_reader(self.path, self._settings.busy_timeout_ms, chunk_rows)
         try:
             require_known(self.name, await self._checked_version(conn), SCHEMA_VERSION)

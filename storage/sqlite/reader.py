@@ -25,8 +25,12 @@ class SqliteReader:
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
         return list(await self.conn.execute_fetchall(sql, values_of(params)))
 
-    async def iterate(self, sql: str, params: Params | None = None) -> AsyncGenerator[Row, None]:
+    async def iterate(
+        self, sql: str, params: Params | None = None, chunk_rows: int | None = None
+    ) -> AsyncGenerator[Row, None]:
         async with self.conn.execute(sql, values_of(params)) as cursor:
+            if chunk_rows is not None:
+                cursor.iter_chunk_size = chunk_rows
             async for row in cursor:
                 yield row
 
