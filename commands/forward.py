@@ -52,13 +52,22 @@ def selection(args: argparse.Namespace) -> forwarding.Selection:
         return forwarding.Selection(dead=True, destination=args.destination)
     if not (args.call_id or args.since or args.until or args.dead):
         raise CommandFailed("replay needs --call-id, --since/--until or --dead (retry-dead replays every dead one)")
+    since = parse_time("since", args.since) if args.since else None
+    until = parse_time("until", args.until) if args.until else None
+    if since is not None and until is not None and since >= until:
+        # Stored times sort as text, so this compares the instants.
+        raise CommandFailed(f"--since {args.since} is not before --until {args.until}, so no delivery falls between")
     return forwarding.Selection(
-        call_id=args.call_id,
-        since=parse_time("since", args.since) if args.since else None,
-        until=parse_time("until", args.until) if args.until else None,
-        dead=args.dead,
-        destination=args.destination,
+        call_id=args.call_id, since=since, until=until, dead=args.dead, destination=args.destination
     )
+
+
+def check_destination(name: str | None, settings: Settings, table: list[dict[str, Any]]) -> None:
+    """A replay names a destination that is configured or has deliveries in the file; anything else is a typo."""
+    known = {d.name for d in settings.forward} | {row["destination"] for row in table}
+    if name is not None and name not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        raise CommandFailed(f"there is no forwarding destination {name!r} (known: {listed})")
 
 
 async def replay(database: Database, chosen: forwarding.Selection) -> int:
@@ -119,6 +128,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         shown = orjson.dumps(table, option=orjson.OPT_INDENT_2).decode() if args.json else None
         print(shown or render(table, settings, datetime.now(UTC)))
         return 0
-    done = asyncio.run(replay(database, selection(args)))
+    chosen = selection(args)
+    check_destination(chosen.destination, settings, asyncio.run(status(database)))
+    done = asyncio.run(replay(database, chosen))
     print(f"put {done} deliveries back in line; a running server sends them within a second")
     return 0

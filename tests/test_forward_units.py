@@ -27,12 +27,12 @@ from forwarding.signing import signature, webhook_headers
 from plumbing.destinations import Destination
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
-from server import create_app
+from server import create_app, main
 from storage import forwarding
 from storage.database import Database
 from storage.records import utc_text
-from tests.forward_helpers import new_secret
-from tests.support import ClientFactory, rows, sample
+from tests.forward_helpers import forward_config, new_secret
+from tests.support import ClientFactory, migrated, rows, sample
 
 DEFAULT = Destination(name="x", command=("true",))
 
@@ -248,3 +248,26 @@ async def test_no_delivery_starts_while_pushes_wait_for_the_writer(forward_setti
         assert len(lane.sending) == 1
     finally:
         await waiting.close(grace=0)
+
+
+@pytest.mark.usefixtures("away_from_config")
+@pytest.mark.parametrize(
+    ("command", "sentence"),
+    [
+        (["retry-dead", "--destination", "nosuch"], "there is no forwarding destination 'nosuch' (known: crm)"),
+        (["replay", "--dead", "--destination", "nosuch"], "there is no forwarding destination 'nosuch' (known: crm)"),
+        (["replay", "--since", "2027-01-01", "--until", "2026-01-01"], "--since 2027-01-01 is not before --until"),
+        (["replay", "--since", "2026-01-01", "--until", "2026-01-01T00:00Z"], "so no delivery falls between"),
+    ],
+    ids=["retry-dead", "replay-dead", "inverted", "empty"],
+)
+def test_a_replay_filter_that_can_match_nothing_is_one_sentence_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], sentence: str
+) -> None:
+    db = migrated(tmp_path / "pushes.sqlite3")
+    config = forward_config(tmp_path / "forward.toml", {"name": "crm", "command": ["true"]})
+    assert main(["forward", *command, "--config", str(config), "--db", str(db)]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    (line,) = said.err.splitlines()
+    assert sentence in line
