@@ -7,10 +7,10 @@ connection stays the writer's. A sent job frees its slot at once (waiting for th
 at ``concurrency`` per commit time), but is left out of the reads until its record is committed, so it is
 never sent twice at once.
 
-A destination that looks down (no answer, a timeout, 408/429/502/503/504 or any Retry-After) is paused
-as a whole on the same doubling schedule as a single job, then probed with one delivery at a time until
-one goes through: an outage costs one attempt per step of the schedule, not one per waiting push. Other
-failures (a 500 or a 400 for one body) only delay that job.
+Whether a destination is down is the breaker's call (forwarding/breaker.py), from the failure rate of its
+recent attempts: a failure alone (a timeout included) only delays that delivery on its own schedule. While
+the breaker is open, one delivery at a time probes the destination; the failures it meets are the
+destination's, so they leave the delivery's schedule where it was (still due) and never make it dead.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import aiohttp
 import aiosqlite
 
 from forwarding import senders
+from forwarding.breaker import Breaker
 from forwarding.schedule import retry_delay
 from plumbing.destinations import Destination
 from storage.forwarding import Backlog, Job, backlog, next_jobs
@@ -54,22 +55,18 @@ class Observer(Protocol):
 @dataclass
 class _Lane:
     destination: Destination
+    breaker: Breaker
     sending: set[int] = field(default_factory=set)  # job ids being sent: at most the capacity
     unsettled: set[int] = field(default_factory=set)  # sending, or sent with the outcome not yet committed
-    failures: int = 0  # destination-level failures in a row
-    paused_until: float = 0.0
-    paused_at: float = 0.0
-
-    @property
-    def capacity(self) -> int:
-        return 1 if self.failures else self.destination.concurrency
+    # Until when the lane starts nothing because an outcome could not be recorded.
+    stalled_until: float = 0.0
 
 
 class Dispatcher:
     def __init__(
         self, destinations: Sequence[Destination], reader: aiosqlite.Connection, writer: Writer, observer: Observer
     ) -> None:
-        self._lanes = [_Lane(d) for d in destinations]
+        self._lanes = [_Lane(d, Breaker(d)) for d in destinations]
         self._reader = reader
         self._writer = writer
         self._observer = observer
@@ -128,14 +125,18 @@ class Dispatcher:
     async def _fill(self, lane: _Lane) -> float:
         """Start the lane's due jobs up to its free slots; how long until it may have more to start."""
         now = time.time()
-        if lane.paused_until > now:
-            return lane.paused_until - now
+        if lane.stalled_until > now:
+            return lane.stalled_until - now
+        capacity = lane.breaker.capacity()
+        if not capacity:
+            wait = lane.breaker.wait()
+            return POLL_SECONDS if wait is None else wait
         if self._writer.depth > BUSY_QUEUE:
             return BUSY_WAIT  # pushes are waiting for the writer: they go first
-        free = lane.capacity - len(lane.sending)
+        free = capacity - len(lane.sending)
         # Refilled in bunches: a read per finished delivery would cost a hop to the reader's thread each.
         # A finished delivery wakes the loop.
-        if free <= 0 or (lane.sending and free < lane.capacity // 4):
+        if free <= 0 or (lane.sending and free < capacity // 4):
             return POLL_SECONDS
         # Jobs sent but not yet recorded are still pending in the file: they are left out.
         for job in await next_jobs(self._reader, lane.destination.name, free, lane.unsettled):
@@ -169,7 +170,7 @@ class Dispatcher:
                 log.warning(
                     "could not record a delivery attempt to %s (%s); it will be tried again", destination.name, exc
                 )
-                lane.paused_until = max(lane.paused_until, time.time() + POLL_SECONDS)
+                lane.stalled_until = time.time() + POLL_SECONDS
         finally:
             lane.sending.discard(job.id)
             lane.unsettled.discard(job.id)
@@ -191,19 +192,30 @@ class Dispatcher:
     def _judge(
         lane: _Lane, job: Job, result: senders.Result, started: float, attempted_at: str, seconds: float
     ) -> AttemptRecord:
-        d = lane.destination
-        now = time.time()
+        d, breaker = lane.destination, lane.breaker
+        was_closed = breaker.closed
         if result.delivered:
-            lane.failures = 0
+            breaker.record(started, failed=False)
+            if not was_closed and breaker.closed:
+                log.info("forward destination %s answers again: sending resumes", d.name)
             return AttemptRecord(job.id, attempted_at, result.status, seconds, None, "delivered", job.next_attempt_at)
-        # Deliveries that started before the lane was paused failed for the reason that paused it.
-        if result.unavailable and started >= lane.paused_at:
-            lane.failures += 1
-            pause = max(retry_delay(lane.failures, d.backoff_base, d.backoff_cap), result.retry_after or 0.0)
-            lane.paused_at, lane.paused_until = now, now + pause
-            log.warning("forward destination %s looks unavailable (%s); next try in %.1fs", d.name, result.error, pause)
+        if result.gone:
+            breaker.hold(f"{result.error}; forward resume {d.name} sends again")
+            log.error("forward destination %s answered 410 Gone: paused until forward resume %s", d.name, d.name)
+            destinations = True
+        else:
+            # A refusal is an answer: the destination is up, whatever it thinks of this body.
+            destinations = breaker.record(started, result.down, result.error or "", result.retry_after)
+        if destinations:
+            if was_closed and breaker.pause is not None and breaker.pause.until is not None:
+                wait = breaker.pause.until - time.time()
+                log.warning("forward destination %s is down (%s); probing it in %.1fs", d.name, result.error, wait)
+            # The destination's failure: the delivery keeps its place (still due, the next probe) and its life.
+            return AttemptRecord(
+                job.id, attempted_at, result.status, seconds, result.error, "pending", job.next_attempt_at
+            )
         failures = job.attempts + 1
-        if failures >= d.max_attempts or job.body is None:
+        if failures >= d.max_attempts or (result.refused and failures >= d.max_4xx_attempts) or job.body is None:
             log.error(
                 "delivery %s to %s is dead after %d attempts: %s", job.idempotency_key, d.name, failures, result.error
             )
@@ -211,4 +223,4 @@ class Dispatcher:
                 job.id, attempted_at, result.status, seconds, result.error, "dead", job.next_attempt_at
             )
         delay = max(retry_delay(failures, d.backoff_base, d.backoff_cap), result.retry_after or 0.0)
-        return AttemptRecord(job.id, attempted_at, result.status, seconds, result.error, "pending", now + delay)
+        return AttemptRecord(job.id, attempted_at, result.status, seconds, result.error, "pending", time.time() + delay)

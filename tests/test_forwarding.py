@@ -171,3 +171,47 @@ def test_forwarding_on_postgresql_is_refused_at_the_start(tmp_path: Path) -> Non
     )
     assert refused.returncode == 2
     assert "[[forward]] needs a SQLite db_path: the PostgreSQL storage has no outbox yet" in refused.stderr
+
+
+async def test_refusals_die_early_410_pauses_and_a_command_gets_a_clean_environment(tmp_path: Path) -> None:
+    downstream = Downstream(behaviours={"/refused": Behaviour(status=400), "/gone": Behaviour(status=410)})
+    await downstream.start()
+    dump = tmp_path / "env.sh"
+    dump.write_text(f'#!/bin/sh\nenv > "{tmp_path}/env.$WEBHOOK_ID"\n')
+    dump.chmod(0o755)
+    secret = new_secret()
+    config = forward_config(
+        tmp_path / "forward.toml",
+        {"name": "refused", "url": downstream.url("/refused"), "secret_env": "CRM_SECRET", **FAST},
+        {"name": "gone", "url": downstream.url("/gone"), "secret": secret, "concurrency": 1, **FAST},
+        {"name": "script", "command": [str(dump)], "env": ["KEEP_ME"], **FAST},
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    env = {"CRM_SECRET": secret, "AIRUDDER_RECEIVER_API_TOKEN": "t" * 32, "KEEP_ME": "kept", "LANG": "C.UTF-8"}
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config), env=env) as server:
+            await post_bodies(f"{server.url}/push", [push_body("e-1"), push_body("e-2")])
+            await until(lambda: job_states(db_path, "refused") == {"dead": 2}, 20, "the refused ones dead")
+            await until(lambda: job_states(db_path, "script") == {"delivered": 2}, 20, "the script ran")
+            await asyncio.sleep(1.0)  # time for more attempts to the gone destination, were it not paused
+            assert job_states(db_path, "gone") == {"pending": 2}
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+    assert set(downstream.ids("/refused").values()) == {3}  # max_4xx_attempts, not max_attempts
+    assert len(downstream.on("/gone")) == 1
+    assert "answered 410 Gone: paused until forward resume gone" in server.log_path.read_text()
+    assert_clean_environments(tmp_path, 2)
+
+
+def assert_clean_environments(folder: Path, count: int) -> None:
+    """What each run of the env-dumping program saw: PATH, LANG, its env list and the webhook variables."""
+    dumps = [path for path in folder.iterdir() if path.name.startswith("env.msg_")]
+    assert len(dumps) == count
+    for dumped in dumps:
+        names = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in dumped.read_text().splitlines()}
+        assert names["KEEP_ME"] == "kept"
+        assert names["LANG"] == "C.UTF-8"
+        assert "PATH" in names
+        assert names["WEBHOOK_ID"] == dumped.name.removeprefix("env.")
+        assert not {"AIRUDDER_RECEIVER_API_TOKEN", "CRM_SECRET", "HOME"} & set(names), sorted(names)
