@@ -2,9 +2,10 @@
 
 Closed (the destination is up): every attempt's outcome goes into one-second buckets covering the last
 ``breaker_window`` seconds. When at least ``breaker_min_requests`` attempts are in the window and at least
-``breaker_ratio`` of them failed for want of the destination (no answer, a timeout, 5xx, 408, 429; a
-program that failed), the breaker opens: one failure, or a flapping destination that fails half its
-attempts, never pauses it.
+``breaker_ratio`` of them failed for want of the destination (no answer, a timeout, 408, 429, 502, 503,
+504; a program that could not start or was killed), the breaker opens: one failure, or a flapping
+destination that fails half its attempts, never pauses it. Other failures (a 500, a refusing 4xx, a
+program's exit code) are answers about one body, and count as the destination being up.
 
 Open (paused): nothing is sent until the probe time, then one delivery at a time probes the destination.
 A probe that fails pushes the next one further out, doubling from ``backoff_base`` up to ``probe_cap``; the

@@ -23,9 +23,9 @@ from storage.forwarding import Job
 # 4xx answers that ask for the same request later; any other 4xx refuses this body, and retrying it a day
 # long would change nothing (plumbing/destinations.py, max_4xx_attempts).
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
-# Statuses that count against the destination when the breaker judges it (forwarding/breaker.py): it did
-# not answer the request itself. A 4xx refusal is an answer, so the destination is up.
-DOWN_STATUSES = frozenset({408, 429})
+# Statuses that count against the destination when the breaker judges it (forwarding/breaker.py): it is
+# down or overloaded. Any other answer (a 500, a 4xx refusal) is about this body: the destination is up.
+DOWN_STATUSES = frozenset({408, 429, 502, 503, 504})
 GONE = 410
 # What a command inherits from the receiver: enough to find programs and read text, and nothing that
 # holds a secret (the API token, signing secrets) unless the destination names it in ``env``.
@@ -89,7 +89,7 @@ async def post(session: aiohttp.ClientSession, destination: Destination, job: Jo
     if 200 <= status < 300:
         return Result(status, None)
     error = f"HTTP {status}" + (" Gone: the destination takes no more deliveries" if status == GONE else "")
-    return Result(status, error, retry_after, status >= 500 or status in DOWN_STATUSES)
+    return Result(status, error, retry_after, status in DOWN_STATUSES)
 
 
 def command_env(destination: Destination, headers: dict[str, str]) -> dict[str, str]:
@@ -138,6 +138,4 @@ async def run_command(destination: Destination, job: Job, body: bytes) -> Result
     if proc.returncode == 0:
         return Result(0, None)
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
-    # A program that fails is the destination failing: it counts like a 5xx.
-    error = short(f"exit {proc.returncode}" + (f": {lines[-1]}" if lines else ""))
-    return Result(proc.returncode, error, down=True)
+    return Result(proc.returncode, short(f"exit {proc.returncode}" + (f": {lines[-1]}" if lines else "")))

@@ -146,7 +146,14 @@ async def test_a_dead_destination_slows_no_push_and_gets_everything_when_back(tm
     db_path_off, db_path_on = tmp_path / "off.sqlite3", tmp_path / "on.sqlite3"
     config = forward_config(
         tmp_path / "forward.toml",
-        {"name": "crm", "url": downstream.url("/in"), "secret": new_secret(), "backoff_base": 0.2, "backoff_cap": 2},
+        {
+            "name": "crm",
+            "url": downstream.url("/in"),
+            "secret": new_secret(),
+            "backoff_base": 0.2,
+            "backoff_cap": 2,
+            "probe_cap": 2,
+        },
     )
     count, rounds = 2000, 10
     tallies: dict[str, list[Tally]] = {"off": [], "on": []}
@@ -228,3 +235,35 @@ async def test_sigterm_with_deliveries_hanging_exits_in_budget_and_keeps_them_pe
         await downstream.stop()
     report("forward SIGTERM", stopped_in=f"{took:.2f}s", deliveries=len(downstream.received))
     assert took < 10
+
+
+async def test_a_flapping_or_slow_destination_still_gets_every_delivery(tmp_path: Path) -> None:
+    # The first attempt of each delivery fails: a 503 at one destination, no answer within the timeout at
+    # the other. Neither is down: every second attempt goes through.
+    downstream = Downstream(
+        behaviours={"/flaps": Behaviour(fail_first=1, fail_status=503), "/slow": Behaviour(hang_first=1.0)}
+    )
+    await downstream.start()
+    secret = new_secret()
+    schedule = {"backoff_base": 1, "backoff_cap": 60}
+    config = forward_config(
+        tmp_path / "forward.toml",
+        {"name": "flaps", "url": downstream.url("/flaps"), "secret": secret, **schedule},
+        {"name": "slow", "url": downstream.url("/slow"), "secret": secret, "timeout": 0.3, **schedule},
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    calls = 40
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            started = time.monotonic()
+            await deliver_all(f"{server.url}/push", [f"f-{n}" for n in range(calls)], Tally())
+            await until(all_delivered(db_path, 2 * calls), 30, "every delivery made to both")
+            took = time.monotonic() - started
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+    report("flapping and slow destinations", calls=calls, delivered_in=f"{took:.1f}s")
+    for path in ("/flaps", "/slow"):
+        assert len(downstream.ids(path)) == calls
+        # Never more than the failed first try and the one that went through, but for probes.
+        assert sum(downstream.ids(path).values()) <= 2 * calls + 5
