@@ -63,6 +63,10 @@ def test_environment_sets_the_api_token(tmp_path: Path, monkeypatch: pytest.Monk
     assert load(str(config)).api_token == "read-from-env"
 
 
+# A well-formed signing secret (of 32 zero bytes), for tables whose mistake is elsewhere.
+ZERO_SECRET = "whsec_" + "A" * 43 + "="
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -101,6 +105,15 @@ def test_environment_sets_the_api_token(tmp_path: Path, monkeypatch: pytest.Monk
         ('[[forward]]\nname = "c"\ncommand = ["x"]\nretries = 3\n', "'c' has an unknown key 'retries'"),
         ('[[forward]]\nname = "c"\ncommand = ["x"]\n[[forward]]\nname = "c"\ncommand = ["y"]\n', "used twice"),
         ('[[forward]]\nname = "c"\ncommand = ["x"]\nbackoff_base = 10\nbackoff_cap = 5\n', "at most backoff_cap"),
+        (
+            f'[[forward]]\nname = "c"\nurl = "http://h/"\nsecret = "{ZERO_SECRET}"\nenv = ["A"]\n',
+            "env applies to a command",
+        ),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nenv = ["A=B"]\n', "env must list environment variable names"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\norder = "fifo"\n', "order must be one of parallel, per_call"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nbreaker_ratio = 0\n', "breaker_ratio must be more than 0"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nmax_4xx_attempts = 0\n', "max_4xx_attempts must be between"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nprobe_cap = 1\n', "probe_cap must be at least backoff_base"),
     ],
 )
 def test_bad_config_is_one_sentence_and_exit_2(
