@@ -51,6 +51,8 @@ class Observer(Protocol):
 
     def observe_backlog(self, backlogs: dict[str, Backlog]) -> None: ...
 
+    def observe_pause(self, destination: str, paused: bool) -> None: ...
+
 
 @dataclass
 class _Lane:
@@ -157,7 +159,10 @@ class Dispatcher:
             clock = time.perf_counter()
             result = await self._send(destination, job)
             seconds = time.perf_counter() - clock
+            was_closed = lane.breaker.closed
             record = self._judge(lane, job, result, started, attempted_at, seconds)
+            if lane.breaker.closed != was_closed:
+                self._observer.observe_pause(destination.name, not lane.breaker.closed)
             lane.sending.discard(job.id)
             self._wake.set()
             self._observer.observe_attempt(

@@ -231,6 +231,9 @@ class _Quiet:
     def observe_backlog(self, backlogs: dict[str, forwarding.Backlog]) -> None:
         pass
 
+    def observe_pause(self, destination: str, paused: bool) -> None:
+        pass
+
 
 async def test_no_delivery_starts_while_pushes_wait_for_the_writer(forward_settings: Settings) -> None:
     await store(forward_settings, sample(call_id="q", intention="A"))
