@@ -195,7 +195,9 @@ async def test_refusals_die_early_410_pauses_and_a_command_gets_a_clean_environm
             await until(lambda: job_states(db_path, "script") == {"delivered": 2}, 20, "the script ran")
             await asyncio.sleep(1.0)  # time for more attempts to the gone destination, were it not paused
             assert job_states(db_path, "gone") == {"pending": 2}
-            shown = get(f"{server.url}/metrics")[1].decode()
+            shown = get(
+                f"{server.url}/metrics", headers={"Authorization": f"Bearer {env['AIRUDDER_RECEIVER_API_TOKEN']}"}
+            )[1].decode()
             assert 'airudder_receiver_forward_paused{destination="gone"} 1.0' in shown
             assert 'airudder_receiver_forward_paused{destination="script"} 0.0' in shown
             assert server.stop() == 0
