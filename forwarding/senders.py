@@ -18,7 +18,7 @@ import aiohttp
 from forwarding.schedule import parse_retry_after
 from forwarding.signing import webhook_headers
 from plumbing.destinations import Destination
-from storage.forwarding import Job
+from storage.outbox import Job
 
 # 4xx answers that ask for the same request later; any other 4xx refuses this body, and retrying it a day
 # long would change nothing (plumbing/destinations.py, max_4xx_attempts).

@@ -7,9 +7,8 @@ Everything on the push path is a pre-bound child, so a push costs a dict look-up
 from __future__ import annotations
 
 import collections
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 
 from prometheus_client import (
@@ -22,9 +21,12 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from plumbing.version import VERSION
-from storage.forwarding import Backlog
+from storage.link import LinkHealth
+from storage.outbox import Backlog
 from storage.records import Outcome, Record
 
 # The *_created series double every counter and say little for a long-running service.
@@ -41,7 +43,7 @@ class Metrics:
     """``reject_codes`` and ``unavailable_codes``: every code a refused push can be counted under, each
     exported at 0 from the start so that ``rate()`` over them is 0 rather than empty."""
 
-    def __init__(self, db_path: str, reject_codes: Sequence[str], unavailable_codes: Sequence[str]) -> None:
+    def __init__(self, reject_codes: Sequence[str], unavailable_codes: Sequence[str]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         # The standard process_*, python_info and python_gc_* series, as the default registry has them.
@@ -110,10 +112,17 @@ class Metrics:
             " waiting for forward resume), else 0.", ["destination"], registry=r,
         )  # fmt: skip
         self._destinations: set[str] = set()
-        database = Gauge(
-            "airudder_receiver_database_bytes", "Size of the SQLite file and its write-ahead log.", registry=r
+        self._database_bytes = Gauge(
+            "airudder_receiver_database_bytes",
+            "Size of the SQLite file and its write-ahead log (NaN on PostgreSQL: ask the server).",
+            registry=r,
         )
-        database.set_function(lambda: _file_bytes(db_path) + _file_bytes(db_path + "-wal"))
+        self._link = _DatabaseLink()
+        r.register(self._link)
+
+    def watch_database(self, size: Callable[[], float], health: LinkHealth) -> None:
+        self._database_bytes.set_function(size)
+        self._link.health = health
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(lambda: float(depth()))
@@ -177,8 +186,22 @@ def _epoch(stored: str) -> float:
     return datetime.fromisoformat(stored.replace("Z", "+00:00")).timestamp()
 
 
-def _file_bytes(path: str) -> float:
-    try:
-        return float(os.stat(path).st_size)
-    except OSError:
-        return 0.0
+class _DatabaseLink(Collector):
+    """Whether the database answers and how many connects to it failed, read from the backend when scraped."""
+
+    def __init__(self) -> None:
+        self.health: LinkHealth | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.health is None:
+            return
+        yield GaugeMetricFamily(
+            "airudder_receiver_database_up",
+            "1 while the database answers, 0 after a failed connect until one succeeds.",
+            value=1.0 if self.health.reachable else 0.0,
+        )
+        yield CounterMetricFamily(
+            "airudder_receiver_database_connect_failures",
+            "Connects to the database that failed (each retry waits longer, up to a few seconds).",
+            value=self.health.failed_connects,
+        )
