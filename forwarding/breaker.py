@@ -97,6 +97,12 @@ class Breaker:
         self.opened_at = self._clock()
         self.pause = Pause(None, reason)
 
+    def adopt(self, pause: Pause) -> None:
+        """Take a pause found in the file (another receiver's, or this one's before a restart)."""
+        self.opened_at = self._clock()
+        self._trips = max(self._trips, 1)
+        self.pause = pause
+
     def close(self) -> None:
         self.pause = None
         self._trips = 0

@@ -15,7 +15,7 @@ from tests.downstream import Behaviour, Downstream
 from tests.forward_helpers import all_delivered, forward_config, job_states, new_secret, until
 from tests.load import Tally, deliver_all, push_body
 from tests.process import running_server
-from tests.support import both_backends, get, rows, sample
+from tests.support import both_backends, get, report, rows, sample
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5}
 
@@ -208,3 +208,39 @@ def assert_clean_environments(folder: Path, count: int) -> None:
         assert "PATH" in names
         assert names["WEBHOOK_ID"] == dumped.name.removeprefix("env.")
         assert not {"AIRUDDER_RECEIVER_API_TOKEN", "CRM_SECRET", "HOME"} & set(names), sorted(names)
+
+
+async def test_per_call_order_delivers_each_calls_versions_in_order(tmp_path: Path) -> None:
+    jittery = Behaviour(jitter=0.05)
+    downstream = Downstream(behaviours={"/ordered": jittery, "/any": jittery})
+    await downstream.start()
+    secret = new_secret()
+    config = forward_config(
+        tmp_path / "forward.toml",
+        {"name": "ordered", "url": downstream.url("/ordered"), "secret": secret, "order": "per_call"},
+        {"name": "any", "url": downstream.url("/any"), "secret": secret, "concurrency": 8},
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    calls, versions = 30, 3
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            # A call's versions all at once, as a sender that corrects a push at once sends them.
+            for n in range(calls):
+                bodies = [orjson.dumps(sample(call_id=f"o-{n}", hangup_type=f"v{v}")) for v in range(versions)]
+                await asyncio.gather(*(post_bodies(f"{server.url}/push", [body]) for body in bodies))
+            await until(all_delivered(db_path, 2 * calls * versions), 60, "every version delivered to both")
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+
+    def arrival_orders(path: str) -> dict[str, list[int]]:
+        orders: dict[str, list[int]] = {}
+        for received in (r for r in downstream.taken if r.path == path):
+            call_id = orjson.loads(received.body)["call"]["call_id"]
+            orders.setdefault(call_id, []).append(int(received.headers["x-airudder-version"]))
+        return orders
+
+    ordered, unordered = arrival_orders("/ordered"), arrival_orders("/any")
+    report("per-call order", calls=calls, out_of_order_in_parallel=sum(o != sorted(o) for o in unordered.values()))
+    assert len(ordered) == calls
+    assert all(order == list(range(versions)) for order in ordered.values()), ordered

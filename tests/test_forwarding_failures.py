@@ -267,3 +267,54 @@ async def test_a_flapping_or_slow_destination_still_gets_every_delivery(tmp_path
         assert len(downstream.ids(path)) == calls
         # Never more than the failed first try and the one that went through, but for probes.
         assert sum(downstream.ids(path).values()) <= 2 * calls + 5
+
+
+async def test_a_pause_is_shown_everywhere_and_forward_resume_ends_it_within_a_second(tmp_path: Path) -> None:
+    downstream = Downstream(behaviours={"/in": Behaviour(status=503)})
+    await downstream.start()
+    # Judged down after two failures; then the next probe is 10 to 20 s out, longer than the test waits.
+    config = forward_config(
+        tmp_path / "forward.toml",
+        {
+            "name": "crm",
+            "url": downstream.url("/in"),
+            "secret": new_secret(),
+            "backoff_base": 20,
+            "breaker_min_requests": 2,
+            "concurrency": 1,
+        },
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            await deliver_all(f"{server.url}/push", [f"p-{n}" for n in range(5)], Tally())
+            await until(lambda: rows(db_path, "SELECT count(*) FROM forward_pauses")[0][0] == 1, 10, "the pause stored")
+            shown = await asyncio.to_thread(cli, "forward", "status", "--config", str(config), "--db", str(db_path),
+                                            cwd=tmp_path)  # fmt: skip
+            assert "  paused until 20" in shown.stdout, shown.stdout
+            assert ": HTTP 503" in shown.stdout
+            (destination,) = orjson.loads(get(f"{server.url}/api/destinations")[1])["items"]
+            assert destination["paused"]["reason"] == "HTTP 503"
+            assert destination["pending"] == 5
+            await until(lambda: 'airudder_receiver_forward_paused{destination="crm"} 1.0' in metrics(server.url), 10,
+                        "the paused gauge")  # fmt: skip
+            sent_while_paused = len(downstream.received)
+
+            downstream.behaviours["/in"] = Behaviour()
+            resumed = await asyncio.to_thread(cli, "forward", "resume", "crm", "--config", str(config), "--db",
+                                              str(db_path), cwd=tmp_path)  # fmt: skip
+            assert resumed.returncode == 0, resumed.stderr
+            assert resumed.stdout == "resumed crm; a running server sends to it again within a second\n"
+            started = time.monotonic()
+            # The four the pause held; the first failure's delivery keeps its own retry time (10 to 20 s).
+            held = {"delivered": 4, "pending": 1}
+            await until(lambda: job_states(db_path) == held, 5, "the held deliveries made once resumed")
+            took = time.monotonic() - started
+            assert orjson.loads(get(f"{server.url}/api/destinations")[1])["items"][0]["paused"] is None
+            assert 'airudder_receiver_forward_paused{destination="crm"} 0.0' in metrics(server.url)
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+    report("forward resume", sent_while_paused=sent_while_paused, delivered_after_resume_in=f"{took:.2f}s")
+    assert sent_while_paused == 2  # the two failures that paused it, and nothing more
+    assert took < 3

@@ -39,6 +39,7 @@ from storage.batch import (
 )
 from storage.link import Link, LinkHealth
 from storage.postgres.connection import NUL, NUL_STORED, PG_ERRORS, close_quietly, connect, described, without_nul
+from storage.postgres.reader import pg_params
 from storage.records import Outcome, PushRecord, Record, push_summaries, utc_now
 
 log = logging.getLogger("airudder_receiver.storage")
@@ -99,9 +100,9 @@ def batch_document(batch: Split, found: Classified, route: outbox.Router | None,
             [job.values() for job in jobs],
         ),
         "attempts": _rows(
-            ("job_id", "attempted_at", "status", "seconds", "error", "state", "next_attempt_at"),
+            ("job_id", "attempted_at", "status", "seconds", "error", "state", "next_attempt_at", "counted"),
             [
-                (a.job_id, a.attempted_at, a.status, a.seconds, a.error, a.state, a.next_attempt_at)
+                (a.job_id, a.attempted_at, a.status, a.seconds, a.error, a.state, a.next_attempt_at, int(a.counted))
                 for a in batch.attempts
             ],
         ),
@@ -139,6 +140,10 @@ class PgBatches:
             notify = notify_parts(push_summaries(records, outcomes))
             document = batch_document(batch, found, self._route, notify)
             if await conn.fetchval("SELECT receiver_write_batch($1::json)", document):
+                # Each its own statement, outside the batch's: none needs the write lock or the pushes.
+                for record in batch.steering:
+                    for statement, params in outbox.steering(pg_params, record):
+                        await conn.execute(statement, *params.values)
                 return outcomes
         raise BatchContended(f"other receivers changed this batch's calls {CLASSIFY_TRIES} times while it was written")
 

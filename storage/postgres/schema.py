@@ -164,16 +164,17 @@ OUTBOX_AND_INDEXES = Migration(
     ),
 )
 
+
 # A receiver's whole batch as one statement (storage/postgres/batches.py): the shared write lock is taken
 # and released inside it, so no receiver can be stopped, frozen or cut off while holding it. The receiver
 # classified the batch from a look-up made before; under the lock the function checks that the look-up
 # still holds (no "new" call stored since, no call found stored then purged, no "new" version stored) and otherwise
 # writes nothing and answers false, and the receiver looks again.
-BATCH_FUNCTION = Migration(
-    "0003_write_batch_function",
-    (
-        f"""
-        CREATE FUNCTION receiver_write_batch(batch json) RETURNS boolean LANGUAGE plpgsql AS $$
+def _write_batch_function(verb: str, added: str, counted: str) -> str:
+    """``receiver_write_batch``'s definition; ``added`` is what an attempt adds to its job's count, from the
+    attempt's columns (``counted`` declares more of them)."""
+    return f"""
+        CREATE {verb}FUNCTION receiver_write_batch(batch json) RETURNS boolean LANGUAGE plpgsql AS $$
         DECLARE
             part text;
         BEGIN
@@ -231,12 +232,12 @@ BATCH_FUNCTION = Migration(
                 AS a (job_id bigint, attempted_at text, status integer, seconds double precision, error text)
             WHERE EXISTS (SELECT 1 FROM forward_jobs WHERE id = a.job_id);
 
-            UPDATE forward_jobs AS j SET attempts = j.attempts + 1, state = a.state,
+            UPDATE forward_jobs AS j SET attempts = j.attempts + {added}, state = a.state,
                 next_attempt_at = a.next_attempt_at, last_attempt_at = a.attempted_at,
                 delivered_at = CASE WHEN a.state = 'delivered' THEN a.attempted_at ELSE j.delivered_at END,
                 last_error = a.error
             FROM json_to_recordset(batch -> 'attempts') AS a (
-                job_id bigint, attempted_at text, error text, state text, next_attempt_at double precision
+                job_id bigint, attempted_at text, error text, state text, next_attempt_at double precision{counted}
             )
             WHERE j.id = a.job_id;
 
@@ -264,11 +265,35 @@ BATCH_FUNCTION = Migration(
             RETURN true;
         END
         $$
+        """
+
+
+BATCH_FUNCTION = Migration(
+    "0003_write_batch_function",
+    (_write_batch_function("", "1", ""),),
+)
+
+# Steering forwarding, as in storage/sqlite/schema.py: the pauses table and the index of jobs tried before;
+# and a batch's attempts say whether they count against their job (a failure that was the destination's,
+# met while it was paused, does not).
+FORWARD_STEERING = Migration(
+    "0004_forward_steering",
+    (
+        """
+        CREATE TABLE forward_pauses (
+            destination text PRIMARY KEY,
+            paused_at text NOT NULL,
+            paused_until double precision,
+            reason text NOT NULL
+        )
         """,
+        "CREATE INDEX forward_jobs_tried ON forward_jobs (destination, next_attempt_at)"
+        " WHERE state = 'pending' AND last_attempt_at IS NOT NULL",
+        _write_batch_function("OR REPLACE ", "a.counted", ", counted integer"),
     ),
 )
 
-PG_MIGRATIONS: tuple[Migration, ...] = (INITIAL, OUTBOX_AND_INDEXES, BATCH_FUNCTION)
+PG_MIGRATIONS: tuple[Migration, ...] = (INITIAL, OUTBOX_AND_INDEXES, BATCH_FUNCTION, FORWARD_STEERING)
 
 _TRACKING = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
