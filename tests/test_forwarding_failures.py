@@ -269,7 +269,7 @@ async def test_a_flapping_or_slow_destination_still_gets_every_delivery(tmp_path
         assert sum(downstream.ids(path).values()) <= 2 * calls + 5
 
 
-async def test_a_pause_is_shown_everywhere_and_forward_resume_ends_it_within_a_second(tmp_path: Path) -> None:
+async def test_a_pause_is_shown_everywhere_and_resume_or_replay_ends_it_within_a_second(tmp_path: Path) -> None:
     downstream = Downstream(behaviours={"/in": Behaviour(status=503)})
     await downstream.start()
     # Judged down after two failures; then the next probe is 10 to 20 s out, longer than the test waits.
@@ -312,9 +312,28 @@ async def test_a_pause_is_shown_everywhere_and_forward_resume_ends_it_within_a_s
             took = time.monotonic() - started
             assert orjson.loads(get(f"{server.url}/api/destinations")[1])["items"][0]["paused"] is None
             assert 'airudder_receiver_forward_paused{destination="crm"} 0.0' in metrics(server.url)
+
+            # Down again, paused again once the failures outweigh the four deliveries in the window; a replay of
+            # its deliveries ends the pause as well, and sends them all.
+            downstream.behaviours["/in"] = Behaviour(status=503)
+            await deliver_all(f"{server.url}/push", [f"q-{n}" for n in range(10)], Tally())
+            await until(lambda: rows(db_path, "SELECT count(*) FROM forward_pauses")[0][0] == 1, 10, "paused again")
+            downstream.behaviours["/in"] = Behaviour()
+            replayed = await asyncio.to_thread(cli, "forward", "replay", "--destination", "crm", "--since",
+                                               "2000-01-01", "--db", str(db_path), cwd=tmp_path)  # fmt: skip
+            assert replayed.returncode == 0, replayed.stderr
+            started = time.monotonic()
+            await until(all_delivered(db_path, 15), 5, "every delivery made once replayed")
+            took_after_replay = time.monotonic() - started
             assert server.stop() == 0
     finally:
         await downstream.stop()
-    report("forward resume", sent_while_paused=sent_while_paused, delivered_after_resume_in=f"{took:.2f}s")
+    report(
+        "forward resume and replay",
+        sent_while_paused=sent_while_paused,
+        delivered_after_resume_in=f"{took:.2f}s",
+        delivered_after_replay_in=f"{took_after_replay:.2f}s",
+    )
     assert sent_while_paused == 2  # the two failures that paused it, and nothing more
     assert took < 3
+    assert took_after_replay < 3
