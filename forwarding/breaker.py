@@ -98,7 +98,7 @@ class Breaker:
         self.pause = Pause(None, reason)
 
     def adopt(self, pause: Pause) -> None:
-        """Take a pause found in the file (another receiver's, or this one's before a restart)."""
+        """Take a pause found stored (another receiver's, or this one's before a restart)."""
         self.opened_at = self._clock()
         self._trips = max(self._trips, 1)
         self.pause = pause

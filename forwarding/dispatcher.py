@@ -71,12 +71,12 @@ class _Lane:
     unsettled: set[int] = field(default_factory=set)  # sending, or sent with the outcome not yet committed
     # Until when the lane starts nothing because an outcome could not be recorded.
     stalled_until: float = 0.0
-    # The pause as this dispatcher last wrote or read it in the file, and its writes not yet committed: a
+    # The pause as this dispatcher last wrote or read it in the database, and its writes not yet committed: a
     # row that differs while none are under way was changed by someone else (forward resume, a replay, the
     # API's retry, another receiver).
     stored: Pause | None = None
     writing: int = 0
-    unsaved: bool = False  # the last write of the pause failed: it is written again, not overwritten by the file's
+    unsaved: bool = False  # the last write of the pause failed: it is written again, not overwritten by the stored one
 
 
 class Dispatcher:
