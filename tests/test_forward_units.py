@@ -29,7 +29,7 @@ from storage import outbox as forwarding
 from storage.database import Database
 from storage.records import utc_text
 from tests.forward_helpers import forward_config, new_secret
-from tests.support import ClientFactory, both_backends, execute, migrated, rows, sample
+from tests.support import TOKEN, ClientFactory, both_backends, execute, migrated, rows, sample
 
 DEFAULT = Destination(name="x", command=("true",))
 
@@ -363,3 +363,15 @@ async def test_a_claim_takes_due_retries_first_and_per_call_holds_later_versions
         assert sorted((job.key[2], job.version) for job in parallel.jobs) == [("1", 0), ("1", 1)]
     finally:
         await outbox.close()
+
+
+async def test_retry_through_the_api_follows_the_token_rule(make_client: ClientFactory) -> None:
+    guarded = await make_client(api_token=TOKEN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        refused = await guarded.post("/api/deliveries/1/retry", headers=headers)
+        assert refused.status == 401
+        assert (await refused.json())["error"] == "unauthorized"
+    allowed = await guarded.post("/api/deliveries/1/retry", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert allowed.status == 404  # past the rule: there is no such delivery
+    remote = await make_client(peer="192.0.2.44")
+    assert (await remote.post("/api/deliveries/1/retry")).status == 401  # no token: loopback only
