@@ -20,6 +20,7 @@ from bench.report import Growth, Measurement, render, write_results
 from bench.servers import (
     COMMITTED,
     NEW_CONNECTIONS,
+    POSTGRES_PAIR,
     QUEUED,
     SIDE_BY_SIDE,
     Database,
@@ -27,6 +28,7 @@ from bench.servers import (
     Server,
     last_seq,
     measure,
+    measure_pair,
     remove_database,
     running_sink,
 )
@@ -129,6 +131,18 @@ def running_postgres() -> Iterator[PgCluster]:
         cluster.remove()
 
 
+def pair_runs(plan: Plan, template: Path, postgres: PgCluster) -> list[Run]:
+    """(h): two receivers on one fresh database per round."""
+    runs = []
+    for number in range(plan.rounds):
+        tag = f"r{number}{POSTGRES_PAIR.label}"
+        arguments = push_arguments(template, plan.load.duplicates, tag)
+        runs.append(
+            _report(tag, measure_pair(POSTGRES_PAIR, postgres.new_database(), plan.workdir, plan.load, arguments))
+        )
+    return runs
+
+
 def writer_runs(plan: Plan, template: Path) -> list[WriterRun]:
     runs = []
     for number in range(plan.rounds):
@@ -178,6 +192,8 @@ def main() -> int:
     # The destination of (f)'s forwards, and the database of (g).
     with running_sink() as sink_url, running_postgres() as postgres:
         side = side_by_side(plan, template, SIDE_BY_SIDE, sink_url=sink_url, postgres=postgres)
+        print("two receivers on one PostgreSQL", flush=True)
+        pair = pair_runs(plan, template, postgres)
     measurement = Measurement(
         plan=plan,
         started=started,
@@ -185,6 +201,7 @@ def main() -> int:
         load_before=load_before,
         body_bytes=len(template.read_bytes()),
         side=side,
+        pair=pair,
     )
     print("each push on a new connection", flush=True)
     measurement.new_connections = side_by_side(plan, template, NEW_CONNECTIONS, new_connections=True)

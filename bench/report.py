@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.backup import BackupRun
 from bench.options import FEED_CONNECTIONS, FEED_LIMIT, Plan
-from bench.servers import NEW_CONNECTIONS, SIDE_BY_SIDE, Run, Server
+from bench.servers import NEW_CONNECTIONS, POSTGRES_PAIR, SIDE_BY_SIDE, Run, Server
 from bench.writer_alone import WriterRun
 
 # RESULTS.md holds the generated report above this line and hand-written notes below it; a new run
@@ -34,6 +34,7 @@ class Measurement:
     machine: list[str]
     load_before: str
     side: dict[str, list[Run]]
+    pair: list[Run] = field(default_factory=list)
     body_bytes: int = 0
     new_connections: dict[str, list[Run]] = field(default_factory=dict)
     writer: list[WriterRun] = field(default_factory=list)
@@ -140,8 +141,16 @@ def render(m: Measurement) -> str:
         "",
         _HEADER,
         *(_row(f"({s.label}) {s.title}", m.side[s.label]) for s in SIDE_BY_SIDE),
+        *([_row(f"({POSTGRES_PAIR.label}) {POSTGRES_PAIR.title}", m.pair)] if m.pair else []),
         "",
     ]
+    if m.pair:
+        out += [
+            "Row (h) runs two receiver processes on one fresh PostgreSQL database per round, each driven by its",
+            "own wrk with half the connections and threads at the same time: req/s and errors are the two added,",
+            "p50 and p99 the worse of the two, CPU both processes', RSS the larger.",
+            "",
+        ]
     forwarding = [run.forwarded for run in m.side["f"] if run.forwarded]
     if forwarding:
         forward_p50 = statistics.median(f.p50_ms for f in forwarding)
@@ -163,8 +172,16 @@ def render(m: Measurement) -> str:
         f"| <= 2 | {_verdict(p99 <= 2 * p50)} |",
         f"| (c) / (b) | {committed / naive:.2f} | reported, no target | |",
         f"| (f) / (c), forwarding on / off | {_rate(m.side['f']) / committed:.2f} | reported, no target | |",
+        f"| (g) / (c), PostgreSQL / SQLite | {_rate(m.side['g']) / committed:.2f} | >= 0.60 "
+        f"| {_verdict(_rate(m.side['g']) >= 0.60 * committed)} |",
     ]
+    if m.pair:
+        targets.append(
+            f"| (h) / (g), two receivers / one | {_rate(m.pair) / _rate(m.side['g']):.2f} | reported, no target | |"
+        )
     every_run = [*_every_run(SIDE_BY_SIDE, m.side)]
+    if m.pair:
+        every_run.append(f"- ({POSTGRES_PAIR.label}): {', '.join(f'{r.load.rate:,.0f}' for r in m.pair)}")
     if m.new_connections:
         out += [
             "## A new connection per push",

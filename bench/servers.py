@@ -10,7 +10,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,8 @@ FORWARDING = Server(
 SINK_SECRET = "whsec_" + "QmVuY2htYXJrIHNpbmsgc2VjcmV0IGtleSAzMiBieXRlcw=="
 POSTGRES = Server("g", "receiver on PostgreSQL (local, fsync on), ack = committed", postgres=True)
 SIDE_BY_SIDE = (CEILING, NAIVE, COMMITTED, COMMITTED_NORMAL, QUEUED, FORWARDING, POSTGRES)
+# Two receivers as (g) on one database, wrk driving each with half the connections.
+POSTGRES_PAIR = Server("h", "two receivers as (g) on one PostgreSQL, half the connections on each", postgres=True)
 # The second load shape, a new TCP connection per push: the ceiling, the naive server and the default.
 NEW_CONNECTIONS = (CEILING, NAIVE, COMMITTED)
 
@@ -240,3 +243,43 @@ def measure(
     disk = disk_bytes_per_push(db_path) if count and seq_before == 0 else None
     forwards = forwarded(db_path) if server.forwards and isinstance(db_path, Path) else None
     return Run(server, load, rss, exit_code, stored, refusals, cpu, disk, forwards)
+
+
+def _together(loads: Sequence[Load]) -> Load:
+    """Two wrk runs side by side as one: requests and errors added; p50, p99 and max the worse of the two."""
+    return Load(
+        requests=sum(load.requests for load in loads),
+        seconds=max(load.seconds for load in loads),
+        non_2xx=sum(load.non_2xx for load in loads),
+        socket_errors=sum(load.socket_errors for load in loads),
+        p50_ms=max(load.p50_ms for load in loads),
+        p99_ms=max(load.p99_ms for load in loads),
+        max_ms=max(load.max_ms for load in loads),
+    )
+
+
+def measure_pair(server: Server, url: str, workdir: Path, options: Options, arguments: Sequence[str]) -> Run:
+    """Two receivers on the database at ``url``, each loaded by its own wrk with half the connections and
+    threads at once, stopped with SIGTERM; CPU is both processes' and RSS the larger."""
+    seq_before = last_seq(url)
+    half = Options(options.seconds, max(1, options.connections // 2), max(1, options.threads // 2), options.duplicates)
+    with ExitStack() as stack:
+        processes = [
+            stack.enter_context(
+                running_server(
+                    workdir, url, *server.arguments(workdir), command=server.command(), env={"PYTHONPATH": str(ROOT)}
+                )
+            )
+            for _ in range(2)
+        ]
+        cpu_before = sum(cpu_seconds(process.proc.pid) for process in processes)
+        with ThreadPoolExecutor(len(processes)) as pool:
+            loads = list(pool.map(lambda process: drive_with(process.url, half, arguments), processes))
+        rss = max(peak_rss_mb(process.proc.pid) for process in processes)
+        cpu = sum(cpu_seconds(process.proc.pid) for process in processes) - cpu_before
+        exits = [process.stop() for process in processes]
+        refusals = sum((Counter(ERROR_FIELD.findall(process.log())) for process in processes), Counter[str]())
+    for process in processes:
+        process.log_path.unlink()
+    exit_code = next((code for code in exits if code != 0), 0)
+    return Run(server, _together(loads), rss, exit_code, deliveries_since(url, seq_before), refusals, cpu, None)
