@@ -1,8 +1,9 @@
-"""``forward status|replay|retry-dead``: see the forwarding outbox and put deliveries back in line.
+"""``forward status|replay|retry-dead|resume``: see the forwarding outbox and put deliveries back in line.
 
-Safe while the server runs: a replay only marks jobs pending and due now, in short write transactions;
-the running dispatcher picks them up within a second (forwarding/dispatcher.py, POLL_SECONDS). A replay
-sends the same webhook-id as before, so a receiver that already took a delivery can drop the repeat.
+Safe while the server runs: a replay only marks jobs pending and due now, and ends their destinations'
+pauses, in short write transactions; the running dispatcher picks them up within a second
+(forwarding/dispatcher.py, POLL_SECONDS). A replay sends the same webhook-id as before, so a receiver
+that already took a delivery can drop the repeat.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from storage.database import Database
 from storage.filters import parse_time
 
 NAME = "forward"
-HELP = "forwarding: counts by destination (status), send deliveries again (replay), retry the dead ones (retry-dead)"
+HELP = (
+    "forwarding: counts and pauses by destination (status), send deliveries again (replay), retry the dead ones"
+    " (retry-dead), end a destination's pause (resume)"
+)
 
 CHUNK = 500
 
@@ -40,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replay.add_argument("--destination", help="only this destination")
     retry = actions.add_parser("retry-dead", help="send every dead delivery again (the same as replay --dead)")
     retry.add_argument("--destination", help="only this destination")
-    for action in (status, replay, retry):
+    resume = actions.add_parser("resume", help="end a destination's pause (after a 410, or before its next probe)")
+    resume.add_argument("name", metavar="DEST", help="the destination's name")
+    for action in (status, replay, retry, resume):
         # Also after the action (forward status --db FILE); SUPPRESS leaves the value given before it alone.
         action.add_argument("--config", default=argparse.SUPPRESS, help="TOML file (default: ./config.toml)")
         action.add_argument(
@@ -53,13 +59,22 @@ def selection(args: argparse.Namespace) -> outbox.Selection:
         return outbox.Selection(dead=True, destination=args.destination)
     if not (args.call_id or args.since or args.until or args.dead):
         raise CommandFailed("replay needs --call-id, --since/--until or --dead (retry-dead replays every dead one)")
+    since = parse_time("since", args.since) if args.since else None
+    until = parse_time("until", args.until) if args.until else None
+    if since is not None and until is not None and since >= until:
+        # Stored times sort as text, so this compares the instants.
+        raise CommandFailed(f"--since {args.since} is not before --until {args.until}, so no delivery falls between")
     return outbox.Selection(
-        call_id=args.call_id,
-        since=parse_time("since", args.since) if args.since else None,
-        until=parse_time("until", args.until) if args.until else None,
-        dead=args.dead,
-        destination=args.destination,
+        call_id=args.call_id, since=since, until=until, dead=args.dead, destination=args.destination
     )
+
+
+def check_destination(name: str | None, table: list[dict[str, Any]]) -> None:
+    """A replay names a destination that is configured or has deliveries stored; anything else is a typo."""
+    known = {row["destination"] for row in table}
+    if name is not None and name not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        raise CommandFailed(f"there is no forwarding destination {name!r} (known: {listed})")
 
 
 async def _count(database: Database, chosen: outbox.Selection) -> int:
@@ -86,30 +101,36 @@ async def replay(database: Database, chosen: outbox.Selection) -> int:
         return done
 
 
-async def status(database: Database) -> list[dict[str, Any]]:
+async def resume(database: Database, name: str) -> bool:
+    await database.require_data()
+    async with database.replays() as replays:
+        return await replays.resume(name)
+
+
+async def status(database: Database, settings: Settings) -> list[dict[str, Any]]:
     conn = await database.open_reader()
     try:
-        return await outbox.summary(conn)
+        return await outbox.summary(conn, [d.name for d in settings.forward])
     finally:
         await conn.close()
 
 
 def render(table: list[dict[str, Any]], settings: Settings, now: datetime) -> str:
     configured = {d.name for d in settings.forward}
-    names = sorted(configured | {row["destination"] for row in table})
-    rows = {row["destination"]: row for row in table}
     lines = [f"{'destination':<24}{'pending':>9}{'delivered':>11}{'dead':>7}  oldest pending"]
-    for name in names:
-        row = rows.get(name, {})
+    for row in table:
+        name = row["destination"]
         oldest = row.get("oldest_pending_at")
         age = f"{(now - datetime.fromisoformat(oldest.replace('Z', '+00:00'))).total_seconds():.0f}s" if oldest else "-"
         note = "" if name in configured else "  (no longer configured)"
-        lines.append(
-            f"{name:<24}{row.get('pending', 0):>9}{row.get('delivered', 0):>11}{row.get('dead', 0):>7}  {age}{note}"
-        )
+        lines.append(f"{name:<24}{row['pending']:>9}{row['delivered']:>11}{row['dead']:>7}  {age}{note}")
+        paused = row.get("paused")
+        if paused:
+            until = f"until {paused['until']}" if paused["until"] else f"until forward resume {name}"
+            lines.append(f"  paused {until}: {paused['reason']}")
         if row.get("last_error"):
             lines.append(f"  last error: {row['last_error']}")
-    if not names:
+    if not table:
         lines.append("(no [[forward]] destinations are configured and nothing was forwarded)")
     return "\n".join(lines)
 
@@ -118,10 +139,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     database = Database(settings)
     database.require_file()
     if args.action == "status":
-        table = asyncio.run(status(database))
+        table = asyncio.run(status(database, settings))
         shown = orjson.dumps(table, option=orjson.OPT_INDENT_2).decode() if args.json else None
         print(shown or render(table, settings, datetime.now(UTC)))
         return 0
-    done = asyncio.run(replay(database, selection(args)))
+    if args.action == "resume":
+        check_destination(args.name, asyncio.run(status(database, settings)))
+        if asyncio.run(resume(database, args.name)):
+            print(f"resumed {args.name}; a running server sends to it again within a second")
+        else:
+            print(f"{args.name} was not paused")
+        return 0
+    chosen = selection(args)
+    check_destination(chosen.destination, asyncio.run(status(database, settings)))
+    done = asyncio.run(replay(database, chosen))
     print(f"put {done} deliveries back in line; a running server sends them within a second")
     return 0

@@ -10,10 +10,12 @@ writer's. A sent job frees its slot at once (waiting for the commit would cap a 
 at ``concurrency`` per commit time), but is left out of the reads until its record is committed, so it is
 never sent twice at once.
 
-A destination that looks down (no answer, a timeout, 408/429/502/503/504 or any Retry-After) is paused
-as a whole on the same doubling schedule as a single job, then probed with one delivery at a time until
-one goes through: an outage costs one attempt per step of the schedule, not one per waiting push. Other
-failures (a 500 or a 400 for one body) only delay that job.
+Whether a destination is down is the breaker's call (forwarding/breaker.py), from the failure rate of its
+recent attempts: a failure alone (a timeout included) only delays that delivery on its own schedule. While
+the breaker is open, one delivery at a time probes the destination; the failures it meets are the
+destination's, so they leave the delivery's schedule where it was (still due) and never make it dead.
+The pause is written to the database and read back every second: a pause that the command line, the API
+or another receiver ended or set there is taken up within that second.
 """
 
 from __future__ import annotations
@@ -21,17 +23,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
 
 from forwarding import senders
-from forwarding.schedule import retry_delay
+from forwarding.breaker import Breaker, Pause
+from forwarding.verdict import judge
 from plumbing.destinations import Destination
 from storage.outbox import Backlog, Job, Outbox
-from storage.records import AttemptRecord, utc_now
+from storage.records import PauseRecord, utc_now
 from storage.writer import STORE_ERRORS, Writer
 
 log = logging.getLogger("airudder_receiver.forward")
@@ -57,24 +60,28 @@ class Observer(Protocol):
 
     def observe_backlog(self, backlogs: dict[str, Backlog]) -> None: ...
 
+    def observe_pause(self, destination: str, paused: bool) -> None: ...
+
 
 @dataclass
 class _Lane:
     destination: Destination
+    breaker: Breaker
     sending: set[int] = field(default_factory=set)  # job ids being sent: at most the capacity
     unsettled: set[int] = field(default_factory=set)  # sending, or sent with the outcome not yet committed
-    failures: int = 0  # destination-level failures in a row
-    paused_until: float = 0.0
-    paused_at: float = 0.0
-
-    @property
-    def capacity(self) -> int:
-        return 1 if self.failures else self.destination.concurrency
+    # Until when the lane starts nothing because an outcome could not be recorded.
+    stalled_until: float = 0.0
+    # The pause as this dispatcher last wrote or read it in the database, and its writes not yet committed: a
+    # row that differs while none are under way was changed by someone else (forward resume, a replay, the
+    # API's retry, another receiver).
+    stored: Pause | None = None
+    writing: int = 0
+    unsaved: bool = False  # the last write of the pause failed: it is written again, not overwritten by the stored one
 
 
 class Dispatcher:
     def __init__(self, destinations: Sequence[Destination], jobs: Outbox, writer: Writer, observer: Observer) -> None:
-        self._lanes = [_Lane(d) for d in destinations]
+        self._lanes = [_Lane(d, Breaker(d)) for d in destinations]
         self._outbox = jobs
         self._writer = writer
         self._observer = observer
@@ -111,11 +118,14 @@ class Dispatcher:
         await self._outbox.close()
 
     async def _run(self) -> None:
-        next_backlog = 0.0
+        next_backlog = next_pauses = 0.0
         while True:
             self._wake.clear()
             wait = POLL_SECONDS
             try:
+                if time.monotonic() >= next_pauses:
+                    next_pauses = time.monotonic() + POLL_SECONDS
+                    await self._read_pauses()
                 for lane in self._lanes:
                     wait = min(wait, await self._fill(lane))
                 if time.monotonic() >= next_backlog:
@@ -130,29 +140,78 @@ class Dispatcher:
             except TimeoutError:
                 pass
 
+    async def _read_pauses(self) -> None:
+        """Take up what changed in the stored pauses since this dispatcher last wrote them: within a second."""
+        found = await self._outbox.pauses()
+        for lane in self._lanes:
+            row = found.get(lane.destination.name)
+            stored = Pause(*row) if row is not None else None
+            if lane.unsaved and not lane.writing:
+                self._spawn(self._save_pause(lane))
+            if lane.writing or lane.unsaved or stored == lane.stored:
+                continue
+            lane.stored = stored
+            if stored is None:
+                log.info("forward destination %s was resumed: sending again", lane.destination.name)
+                lane.breaker.close()
+            else:
+                lane.breaker.adopt(stored)
+            self._observer.observe_pause(lane.destination.name, stored is not None)
+
+    async def _save_pause(self, lane: _Lane) -> None:
+        """Store the breaker's pause when it changed, for the command line, the API and other receivers."""
+        pause = lane.breaker.pause
+        if pause == lane.stored and not lane.unsaved:
+            return
+        name = lane.destination.name
+        self._observer.observe_pause(name, pause is not None)
+        lane.writing += 1
+        lane.unsaved = False
+        try:
+            until, reason = (pause.until, pause.reason) if pause else (None, None)
+            record = PauseRecord(name, utc_now(), until, reason)
+            await self._writer.store(record, wait=True, size=0, commit_within=RECORD_SECONDS)
+            lane.stored = pause
+        except STORE_ERRORS as exc:
+            log.warning("could not record the pause of %s (%s); writing it again in a second", name, exc)
+            lane.unsaved = True
+        finally:
+            lane.writing -= 1
+
     async def _fill(self, lane: _Lane) -> float:
         """Start the lane's due jobs up to its free slots; how long until it may have more to start."""
         now = time.time()
-        if lane.paused_until > now:
-            return lane.paused_until - now
+        if lane.stalled_until > now:
+            return lane.stalled_until - now
+        capacity = lane.breaker.capacity()
+        if not capacity:
+            wait = lane.breaker.wait()
+            return POLL_SECONDS if wait is None else wait
         if self._writer.depth > BUSY_QUEUE:
             return BUSY_WAIT  # pushes are waiting for the writer: they go first
-        free = lane.capacity - len(lane.sending)
+        free = capacity - len(lane.sending)
         # Refilled in bunches: a read per finished delivery would cost a hop to the reader's thread each.
         # A finished delivery wakes the loop.
-        if free <= 0 or (lane.sending and free < lane.capacity // 4):
+        if free <= 0 or (lane.sending and free < capacity // 4):
             return POLL_SECONDS
         # Jobs sent but not yet recorded are still pending in the database: they are left out.
-        claimed = await self._outbox.claim(lane.destination.name, free, lane.unsettled, lease(lane.destination))
+        per_call = lane.destination.order == "per_call"
+        claimed = await self._outbox.claim(
+            lane.destination.name, free, lane.unsettled, lease(lane.destination), per_call
+        )
         for job in claimed.jobs:
             lane.sending.add(job.id)
             lane.unsettled.add(job.id)
-            task = asyncio.create_task(self._deliver(lane, job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._deliver(lane, job))
         if not claimed.jobs and claimed.next_due is not None:
             return max(claimed.next_due - now, 0.0)
         return POLL_SECONDS
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        """Run beside the loop; close() gives what still runs its grace, then cancels it."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, lane: _Lane, job: Job) -> None:
         destination = lane.destination
@@ -162,7 +221,7 @@ class Dispatcher:
             clock = time.perf_counter()
             result = await self._send(destination, job)
             seconds = time.perf_counter() - clock
-            record = self._judge(lane, job, result, started, attempted_at, seconds)
+            record = judge(destination, lane.breaker, job, result, started, attempted_at, seconds)
             lane.sending.discard(job.id)
             self._wake.set()
             self._observer.observe_attempt(
@@ -175,7 +234,8 @@ class Dispatcher:
                 log.warning(
                     "could not record a delivery attempt to %s (%s); it will be tried again", destination.name, exc
                 )
-                lane.paused_until = max(lane.paused_until, time.time() + POLL_SECONDS)
+                lane.stalled_until = time.time() + POLL_SECONDS
+            await self._save_pause(lane)
         finally:
             lane.sending.discard(job.id)
             lane.unsettled.discard(job.id)
@@ -192,29 +252,3 @@ class Dispatcher:
         except Exception as exc:  # a sender's own failure is a failed attempt, recorded like any other
             log.exception("delivery %s to %s failed in the sender", job.idempotency_key, destination.name)
             return senders.Result(None, senders.short(f"{type(exc).__name__}: {exc}"))
-
-    @staticmethod
-    def _judge(
-        lane: _Lane, job: Job, result: senders.Result, started: float, attempted_at: str, seconds: float
-    ) -> AttemptRecord:
-        d = lane.destination
-        now = time.time()
-        if result.delivered:
-            lane.failures = 0
-            return AttemptRecord(job.id, attempted_at, result.status, seconds, None, "delivered", job.next_attempt_at)
-        # Deliveries that started before the lane was paused failed for the reason that paused it.
-        if result.unavailable and started >= lane.paused_at:
-            lane.failures += 1
-            pause = max(retry_delay(lane.failures, d.backoff_base, d.backoff_cap), result.retry_after or 0.0)
-            lane.paused_at, lane.paused_until = now, now + pause
-            log.warning("forward destination %s looks unavailable (%s); next try in %.1fs", d.name, result.error, pause)
-        failures = job.attempts + 1
-        if failures >= d.max_attempts or job.body is None:
-            log.error(
-                "delivery %s to %s is dead after %d attempts: %s", job.idempotency_key, d.name, failures, result.error
-            )
-            return AttemptRecord(
-                job.id, attempted_at, result.status, seconds, result.error, "dead", job.next_attempt_at
-            )
-        delay = max(retry_delay(failures, d.backoff_base, d.backoff_cap), result.retry_after or 0.0)
-        return AttemptRecord(job.id, attempted_at, result.status, seconds, result.error, "pending", now + delay)

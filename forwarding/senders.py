@@ -20,8 +20,16 @@ from forwarding.signing import webhook_headers
 from plumbing.destinations import Destination
 from storage.outbox import Job
 
-# Statuses that say the destination as a whole is down or overloaded, not that this one push was refused.
-UNAVAILABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
+# 4xx answers that ask for the same request later; any other 4xx refuses this body, and retrying it a day
+# long would change nothing (plumbing/destinations.py, max_4xx_attempts).
+RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+# Statuses that count against the destination when the breaker judges it (forwarding/breaker.py): it is
+# down or overloaded. Any other answer (a 500, a 4xx refusal) is about this body: the destination is up.
+DOWN_STATUSES = frozenset({408, 429, 502, 503, 504})
+GONE = 410
+# What a command inherits from the receiver: enough to find programs and read text, and nothing that
+# holds a secret (the API token, signing secrets) unless the destination names it in ``env``.
+INHERITED_ENV = ("PATH", "LANG")
 # Errors are kept in the file and shown by the API: long ones are cut.
 MAX_ERROR_CHARS = 300
 
@@ -31,12 +39,23 @@ class Result:
     status: int | None  # HTTP status or exit code; None when there was no answer at all
     error: str | None  # None means delivered
     retry_after: float | None = None
-    # The destination looks down or overloaded: its other deliveries wait too (forwarding.dispatcher).
-    unavailable: bool = False
+    # The failure says the destination is down or overloaded: it counts in the breaker's failure rate.
+    down: bool = False
 
     @property
     def delivered(self) -> bool:
         return self.error is None
+
+    @property
+    def gone(self) -> bool:
+        """410: the destination says it will never take deliveries again; it is paused until resumed."""
+        return self.status == GONE and self.error is not None
+
+    @property
+    def refused(self) -> bool:
+        """A 4xx that refuses this body: tried again only up to max_4xx_attempts."""
+        status = self.status
+        return status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX and not self.gone
 
 
 def short(text: str) -> str:
@@ -64,21 +83,26 @@ async def post(session: aiohttp.ClientSession, destination: Destination, job: Jo
             status = response.status
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
     except TimeoutError:
-        return Result(None, f"no answer within {destination.timeout:g}s", unavailable=True)
+        return Result(None, f"no answer within {destination.timeout:g}s", down=True)
     except aiohttp.ClientError as exc:
-        return Result(None, short(f"{type(exc).__name__}: {exc}"), unavailable=True)
+        return Result(None, short(f"{type(exc).__name__}: {exc}"), down=True)
     if 200 <= status < 300:
         return Result(status, None)
-    unavailable = status in UNAVAILABLE_STATUSES or retry_after is not None
-    return Result(status, f"HTTP {status}", retry_after, unavailable)
+    error = f"HTTP {status}" + (" Gone: the destination takes no more deliveries" if status == GONE else "")
+    return Result(status, error, retry_after, status in DOWN_STATUSES)
+
+
+def command_env(destination: Destination, headers: dict[str, str]) -> dict[str, str]:
+    """PATH, LANG and the variables the destination names, then the webhook headers as variables."""
+    inherited = (*INHERITED_ENV, *destination.env)
+    env = {name: os.environ[name] for name in inherited if name in os.environ}
+    env.update({name.upper().replace("-", "_"): value for name, value in headers.items()})
+    return env
 
 
 async def run_command(destination: Destination, job: Job, body: bytes) -> Result:
     """Exit code 0 means delivered. A program still running after ``timeout`` is killed, with its children."""
-    env = {
-        **os.environ,
-        **{name.upper().replace("-", "_"): value for name, value in _headers(destination, job, body).items()},
-    }
+    env = command_env(destination, _headers(destination, job, body))
     try:
         proc = await asyncio.create_subprocess_exec(
             *destination.command,
@@ -89,7 +113,7 @@ async def run_command(destination: Destination, job: Job, body: bytes) -> Result
             start_new_session=True,  # its own process group, so that a kill reaches what it started
         )
     except OSError as exc:
-        return Result(None, short(f"cannot start {destination.command[0]}: {exc}"), unavailable=True)
+        return Result(None, short(f"cannot start {destination.command[0]}: {exc}"), down=True)
     assert proc.stdin is not None
     assert proc.stderr is not None
     errors = asyncio.create_task(proc.stderr.read())
@@ -109,7 +133,7 @@ async def run_command(destination: Destination, job: Job, body: bytes) -> Result
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         if isinstance(exc, TimeoutError):
-            return Result(None, f"still running after {destination.timeout:g}s; killed")
+            return Result(None, f"still running after {destination.timeout:g}s; killed", down=True)
         raise
     if proc.returncode == 0:
         return Result(0, None)

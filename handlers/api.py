@@ -1,17 +1,19 @@
-"""GET /api/...: read-only JSON over the pool of read-only connections, behind the read access rule."""
+"""GET /api/...: read-only JSON over the pool of read-only connections, behind the read access rule; and
+the one thing /api changes, a delivery sent again, which goes through the writer like every write."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
 
 from handlers.access import read_access
 from handlers.errors import ApiError
-from handlers.keys import DATABASE, READERS, SETTINGS
+from handlers.keys import DATABASE, READERS, SETTINGS, WRITER
 from storage import outbox, queries
 from storage.filters import (
     EXACT_FILTERS,
@@ -22,6 +24,7 @@ from storage.filters import (
     parse_int,
     parse_push_filter,
 )
+from storage.records import RetryRecord
 from storage.sql import Reader
 
 DEFAULT_LIMIT = 100
@@ -31,6 +34,8 @@ REJECT_PARAMS = ("reason", "after", "before", "order", "limit")
 VERSION_PARAMS = ("after", "limit")
 NO_SUCH_CALL = "no push is stored for this workflow_id, node_id and call_id"
 DELIVERY_PARAMS = ("destination", "state", "call_id", "after", "limit")
+# How long a retry may wait for its commit, as a push does at most.
+RETRY_COMMIT_SECONDS = 10.0
 
 
 def json_response(data: Any) -> web.Response:
@@ -168,3 +173,38 @@ async def list_deliveries(request: web.Request) -> web.Response:
     async with reader(request) as conn:
         items = await outbox.page_jobs(conn, job_filter, limit)
     return page(items, "id", job_filter.after)
+
+
+@read_access
+async def list_destinations(request: web.Request) -> web.Response:
+    """Each destination's counts, last error and pause: every configured one, and any other with deliveries."""
+    query_params(request, ())
+    configured = [d.name for d in request.app[SETTINGS].forward]
+    async with reader(request) as conn:
+        return json_response({"items": await outbox.summary(conn, configured)})
+
+
+@read_access
+async def retry_delivery(request: web.Request) -> web.Response:
+    """Send one delivery again now, from a fresh attempt count; its destination's pause ends with it."""
+    query_params(request, ())
+    same_origin(request)
+    job_id = parse_int("id", request.match_info["id"], 1, MAX_SEQ)
+    async with reader(request) as conn:
+        if await outbox.job(conn, job_id) is None:
+            raise ApiError(404, "not_found", "no delivery has this id")
+    await request.app[WRITER].store(RetryRecord(job_id), wait=True, size=0, commit_within=RETRY_COMMIT_SECONDS)
+    async with reader(request) as conn:
+        job = await outbox.job(conn, job_id)
+    if job is None:  # purged in between
+        raise ApiError(404, "not_found", "no delivery has this id")
+    return json_response(job)
+
+
+def same_origin(request: web.Request) -> None:
+    """A browser names the page behind a POST in ``Origin``: another site's page may not make this server
+    send (without an api_token, the read rule lets any page on this machine's browser through)."""
+    origin = request.headers.get("Origin")
+    # The host only: behind a proxy that ends TLS, the page's scheme is not the one this server sees.
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        raise ApiError(403, "forbidden_origin", "a page from another origin may not change deliveries")

@@ -107,6 +107,10 @@ class Metrics:
             "airudder_receiver_forward_dead", "Deliveries that ran out of attempts, by destination (see forward"
             " retry-dead).", ["destination"], registry=r,
         )  # fmt: skip
+        self._paused = Gauge(
+            "airudder_receiver_forward_paused", "1 while a destination is paused (judged down, answered 410 or"
+            " waiting for forward resume), else 0.", ["destination"], registry=r,
+        )  # fmt: skip
         self._destinations: set[str] = set()
         self._database_bytes = Gauge(
             "airudder_receiver_database_bytes",
@@ -158,10 +162,14 @@ class Metrics:
             for outcome in ("delivered", "failed", "dead"):
                 self._forwarded.labels(name, outcome)
             self.observe_backlog({name: Backlog(0, None, 0)})
+            self._paused.labels(name).set(0)
 
     def observe_attempt(self, destination: str, outcome: str, seconds: float) -> None:
         self._forwarded.labels(destination, outcome).inc()
         self._attempt_seconds.labels(destination).observe(seconds)
+
+    def observe_pause(self, destination: str, paused: bool) -> None:
+        self._paused.labels(destination).set(1 if paused else 0)
 
     def observe_backlog(self, backlogs: dict[str, Backlog]) -> None:
         """The dispatcher's periodic count; a destination not listed has nothing pending or dead."""

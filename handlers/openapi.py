@@ -205,6 +205,21 @@ _DOCUMENT: dict[str, Any] = {
                 "properties": {"version": _INT, "received_at": _TEXT, "body": {}},
                 "description": "one body a call was received with (version 0: the first); body null once purged",
             },
+            "Destination": {
+                "type": "object",
+                "properties": {
+                    "destination": _TEXT,
+                    **{state: _INT for state in STATES},
+                    "oldest_pending_at": _TEXT,
+                    "last_error": _TEXT,
+                    "paused": {
+                        "type": ["object", "null"],
+                        "properties": {"paused_at": _TEXT, "until": _NULLABLE_TEXT, "reason": _TEXT},
+                        "description": "null unless paused; until null while it waits for forward resume",
+                    },
+                },
+                "required": ["destination", *STATES, "paused"],
+            },
             "Reject": {
                 **_columns(REJECT_COLUMNS),
                 "description": "body: the raw body as text (invalid UTF-8 replaced); body_bytes: its size",
@@ -262,7 +277,55 @@ _DOCUMENT: dict[str, Any] = {
             "get": {
                 "summary": "deliveries to forwarding destinations in the order they were created, one keyset page",
                 "parameters": _query(DELIVERY_PARAMS),
-                "responses": {"200": _json("a page", _page("Delivery", ("next_after",))), **_ERRORS},
+                "responses": {
+                    "200": {
+                        **_json("a page", _page("Delivery", ("next_after",))),
+                        "links": {
+                            "retry": {
+                                "operationId": "retryDelivery",
+                                "parameters": {"id": "$response.body#/items/0/id"},
+                                "description": "send the page's first delivery again",
+                            }
+                        },
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
+        "/api/deliveries/{id}/retry": {
+            "post": {
+                "operationId": "retryDelivery",
+                "summary": "send one delivery again now, from a fresh attempt count; its destination's pause ends",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {**_INT, "minimum": 1, "maximum": MAX_SEQ}}
+                ],
+                "responses": {
+                    "200": _json("the delivery, pending and due now", {"$ref": "#/components/schemas/Delivery"}),
+                    "403": _json(
+                        "a page from another origin (Origin), or a Host that does not name this machine", _ERROR
+                    ),
+                    "404": _json("no such delivery", _ERROR),
+                    **{code: answer for code, answer in _ERRORS.items() if code != "403"},
+                },
+            }
+        },
+        "/api/destinations": {
+            "get": {
+                "summary": "forwarding destinations: counts by state, the oldest pending, the last error, the pause",
+                "parameters": [],
+                "responses": {
+                    "200": _json(
+                        "every configured destination and any other with deliveries",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Destination"}}
+                            },
+                            "required": ["items"],
+                        },
+                    ),
+                    **_ERRORS,
+                },
             }
         },
         "/api/events": {

@@ -29,6 +29,8 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/api/stats", api.show_stats)
     app.router.add_get("/api/rejects", api.list_rejects)
     app.router.add_get("/api/deliveries", api.list_deliveries)
+    app.router.add_post("/api/deliveries/{id}/retry", api.retry_delivery)
+    app.router.add_get("/api/destinations", api.list_destinations)
     app.router.add_get("/api/openapi.json", openapi.openapi)
     app.router.add_get("/api/events", push_events)
     if settings.inspector:

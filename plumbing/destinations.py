@@ -30,7 +30,16 @@ _KEYS = {
     "backoff_base",
     "backoff_cap",
     "filter",
+    "env",
+    "max_4xx_attempts",
+    "order",
+    "breaker_ratio",
+    "breaker_min_requests",
+    "breaker_window",
+    "probe_cap",
 }
+ORDERS = ("parallel", "per_call")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class DestinationError(ValueError):
@@ -51,6 +60,21 @@ class Destination:
     backoff_base: float = 5.0
     backoff_cap: float = 6 * 3600.0
     filter: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Environment variables a command gets besides PATH and LANG: the receiver's own (its API token, the
+    # signing secrets) stay out unless named here.
+    env: tuple[str, ...] = ()
+    # A 4xx that says this body is refused (not 408/409/425/429) makes the delivery dead from this attempt on.
+    max_4xx_attempts: int = 3
+    # "parallel": any order; "per_call": a call's later version waits until its earlier one is settled.
+    order: str = "parallel"
+    # The destination is down when at least breaker_ratio of at least breaker_min_requests attempts in the
+    # last breaker_window seconds failed for want of it (forwarding/breaker.py).
+    breaker_ratio: float = 0.7
+    breaker_min_requests: int = 5
+    breaker_window: float = 60.0
+    # Probes of a destination that is down double from backoff_base up to this: it bounds how long a
+    # destination that is back waits for its deliveries.
+    probe_cap: float = 60.0
 
     def matches(self, values: dict[str, str | None]) -> bool:
         return all(values.get(key) in allowed for key, allowed in self.filter)
@@ -101,6 +125,13 @@ def _parse(index: int, table: dict[str, Any]) -> Destination:
         backoff_base=_number(table, "backoff_base", Destination.backoff_base, where),
         backoff_cap=_number(table, "backoff_cap", Destination.backoff_cap, where),
         filter=_filter(table.get("filter", {}), where),
+        env=_env(table, bool(command), where),
+        max_4xx_attempts=_typed(table, "max_4xx_attempts", int, Destination.max_4xx_attempts, where),
+        order=_typed(table, "order", str, Destination.order, where),
+        breaker_ratio=_number(table, "breaker_ratio", Destination.breaker_ratio, where, "a number"),
+        breaker_min_requests=_typed(table, "breaker_min_requests", int, Destination.breaker_min_requests, where),
+        breaker_window=_number(table, "breaker_window", Destination.breaker_window, where),
+        probe_cap=_number(table, "probe_cap", Destination.probe_cap, where),
     )
     _check_ranges(destination, where)
     return destination
@@ -113,6 +144,12 @@ def _check_ranges(d: Destination, where: str) -> None:
         (1 <= d.concurrency <= 64, "concurrency must be between 1 and 64"),
         (0 < d.backoff_base <= d.backoff_cap, "backoff_base must be more than 0 and at most backoff_cap"),
         (d.backoff_cap <= 7 * 86400, "backoff_cap must be at most a week (604800 seconds)"),
+        (1 <= d.max_4xx_attempts <= 100, "max_4xx_attempts must be between 1 and 100"),
+        (d.order in ORDERS, f"order must be one of {', '.join(ORDERS)}"),
+        (0 < d.breaker_ratio <= 1, "breaker_ratio must be more than 0 and at most 1"),
+        (1 <= d.breaker_min_requests <= 10000, "breaker_min_requests must be between 1 and 10000"),
+        (1 <= d.breaker_window <= 3600, "breaker_window must be between 1 and 3600 seconds"),
+        (d.backoff_base <= d.probe_cap <= 3600, "probe_cap must be at least backoff_base and at most 3600 seconds"),
     )
     for ok, message in checks:
         if not ok:
@@ -127,11 +164,21 @@ def _typed(table: dict[str, Any], key: str, kind: type, default: Any, where: str
     return value
 
 
-def _number(table: dict[str, Any], key: str, default: float, where: str) -> float:
+def _number(table: dict[str, Any], key: str, default: float, where: str, kind: str = "a number of seconds") -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DestinationError(f"{where} {key} must be a number of seconds")
+        raise DestinationError(f"{where} {key} must be {kind}")
     return float(value)
+
+
+def _env(table: dict[str, Any], command: bool, where: str) -> tuple[str, ...]:
+    names = _typed(table, "env", list, [], where)
+    if names and not command:
+        raise DestinationError(f"{where} env applies to a command destination only")
+    for name in names:
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise DestinationError(f"{where} env must list environment variable names such as 'HOME', not {name!r}")
+    return tuple(names)
 
 
 def _secret(table: dict[str, Any], where: str) -> bytes:

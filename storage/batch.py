@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from storage.records import AttemptRecord, Outcome, PushRecord, Record, RejectRecord, ReprocessedReject, WriteProbe
+from storage.records import (
+    AttemptRecord,
+    Outcome,
+    PauseRecord,
+    PushRecord,
+    Record,
+    RejectRecord,
+    ReprocessedReject,
+    RetryRecord,
+    WriteProbe,
+)
 
 Key = tuple[str, str, str]
 # For each stored call of a batch: the hashes of its first body and of every version.
@@ -26,6 +36,7 @@ class Split:
     probes: list[WriteProbe]
     marks: list[ReprocessedReject]  # the rejects to mark as taken in
     attempts: list[AttemptRecord]
+    steering: list[PauseRecord | RetryRecord]  # pauses set or ended, deliveries sent again
 
 
 def _push_of(record: PushRecord | ReprocessedReject) -> PushRecord:
@@ -39,6 +50,7 @@ def split_batch(records: Sequence[Record]) -> Split:
         probes=[r for r in records if isinstance(r, WriteProbe)],
         marks=[r for r in records if isinstance(r, ReprocessedReject)],
         attempts=[r for r in records if isinstance(r, AttemptRecord)],
+        steering=[r for r in records if isinstance(r, PauseRecord | RetryRecord)],
     )
 
 

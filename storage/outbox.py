@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from plumbing.destinations import Destination
 from storage import sql
-from storage.records import AttemptRecord, Outcome, PushRecord, utc_text
+from storage.records import AttemptRecord, Outcome, PauseRecord, PushRecord, RetryRecord, utc_text
 from storage.sql import Params, Reader
 
 STATES = ("pending", "delivered", "dead")
@@ -90,8 +90,35 @@ def attempt_values(a: AttemptRecord) -> tuple[object, ...]:
 
 
 def job_update_values(a: AttemptRecord) -> tuple[object, ...]:
-    """What an attempt changes on its job: state, next attempt, last attempt, delivered time, error."""
-    return (a.state, a.next_attempt_at, a.attempted_at, a.state, a.attempted_at, a.error, a.job_id)
+    """What an attempt changes on its job: attempts added (0 for a failure that was the destination's), state,
+    next attempt, last attempt, delivered time, error."""
+    return (int(a.counted), a.state, a.next_attempt_at, a.attempted_at, a.state, a.attempted_at, a.error, a.job_id)
+
+
+def steering(params: Callable[[], Params], record: PauseRecord | RetryRecord) -> list[tuple[str, Params]]:
+    """The statements that set or end a destination's pause, or send one job again now from a fresh attempt
+    count (ending its destination's pause with it), each with its values."""
+    p = params()
+    if isinstance(record, RetryRecord):
+        ended = "DELETE FROM forward_pauses WHERE destination IN (SELECT destination FROM forward_jobs WHERE id = {})"
+        q = params()
+        return [
+            (ended.format(p(record.job_id)), p),
+            (
+                f"UPDATE forward_jobs SET state = 'pending', attempts = 0, next_attempt_at = {q(time.time())},"
+                f" last_error = NULL WHERE id = {q(record.job_id)}",
+                q,
+            ),
+        ]
+    if record.reason is None:
+        return [(f"DELETE FROM forward_pauses WHERE destination = {p(record.destination)}", p)]
+    upsert = (
+        "INSERT INTO forward_pauses (destination, paused_at, paused_until, reason)"
+        f" VALUES ({p(record.destination)}, {p(record.paused_at)}, {p(record.until)}, {p(record.reason)})"
+        " ON CONFLICT (destination) DO UPDATE SET paused_at = excluded.paused_at,"
+        " paused_until = excluded.paused_until, reason = excluded.reason"
+    )
+    return [(upsert, p)]
 
 
 # -- claiming due jobs ---------------------------------------------------------------------------------
@@ -120,6 +147,15 @@ def job_fields(due_at: str = "j.next_attempt_at") -> str:
 JOB_SOURCE = (
     "forward_jobs AS j JOIN pushes AS p ON p.seq = j.push_seq LEFT JOIN push_versions AS v ON v.id = j.version_id"
 )
+# order = "per_call": a job waits while an earlier version of its call to the same destination is pending
+# (waiting, claimed or retrying); a delivered or dead one lets it go.
+NO_EARLIER_VERSION_PENDING = (
+    "NOT EXISTS (SELECT 1 FROM forward_jobs AS e WHERE e.push_seq = j.push_seq AND e.destination = j.destination"
+    " AND e.state = 'pending' AND e.version < j.version)"
+)
+# Jobs tried before (a retry, the delivery a paused destination is probed with, a replayed one) go first
+# among the due ones: the forward_jobs_tried index finds them without walking the never-tried ones.
+TRIED = "j.last_attempt_at IS NOT NULL"
 
 
 def job_of(row: Any) -> Job:
@@ -142,15 +178,19 @@ class Backlog:
 
 
 class Outbox(Protocol):
-    """The dispatcher's side of the outbox: claim due jobs, count the backlog."""
+    """The dispatcher's side of the outbox: claim due jobs, count the backlog, read the pauses."""
 
-    async def claim(self, destination: str, limit: int, skip: Collection[int], lease: float) -> Claimed:
-        """Up to ``limit`` due jobs of ``destination``, soonest first, leaving out the ids in ``skip`` (those
-        in flight here). No other receiver is handed them for ``lease`` seconds, or until their attempt is
-        recorded: a receiver that dies holding them lets them go when the lease ends."""
+    async def claim(self, destination: str, limit: int, skip: Collection[int], lease: float, per_call: bool) -> Claimed:
+        """Up to ``limit`` due jobs of ``destination``, those tried before first (oldest due first), then the
+        rest soonest first, leaving out the ids in ``skip`` (those in flight here) and, with ``per_call``, a
+        later version while an earlier one is pending. No other receiver is handed them for ``lease``
+        seconds, or until their attempt is recorded: a receiver that dies holding them lets them go when the
+        lease ends."""
         ...
 
     async def backlog(self) -> dict[str, Backlog]: ...
+
+    async def pauses(self) -> dict[str, tuple[float | None, str]]: ...
 
     async def close(self) -> None: ...
 
@@ -168,6 +208,12 @@ async def backlog(conn: Reader) -> dict[str, Backlog]:
         name: Backlog(s.get("pending", (0, None))[0], s.get("pending", (0, None))[1], s.get("dead", (0, None))[0])
         for name, s in found.items()
     }
+
+
+async def pauses(conn: Reader) -> dict[str, tuple[float | None, str]]:
+    """Each paused destination's (until, reason): until None while held for ``forward resume``."""
+    rows = await conn.fetch("SELECT destination, paused_until, reason FROM forward_pauses")
+    return {row[0]: (row[1], row[2]) for row in rows}
 
 
 # -- what /api and the command line read ---------------------------------------------------------------
@@ -246,8 +292,16 @@ async def jobs_of_push(conn: Reader, seq: int) -> list[dict[str, Any]]:
     return jobs
 
 
-async def summary(conn: Reader) -> list[dict[str, Any]]:
-    """Counts by destination and state, the oldest pending job and the last error, for ``forward status``."""
+async def job(conn: Reader, job_id: int) -> dict[str, Any] | None:
+    p = conn.params()
+    rows = await conn.fetch(f"{_SELECT_JOBS} WHERE j.id = {p(job_id)}", p)
+    return _job(rows[0]) if rows else None
+
+
+async def summary(conn: Reader, configured: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Counts by destination and state, the oldest pending job, the last error and the pause (None, or its
+    ``paused_at``, ``until`` (None while held for forward resume) and ``reason``), for ``forward status`` and
+    /api/destinations; every ``configured`` name is listed, with deliveries or not."""
     async with conn.snapshot():
         rows = await conn.fetch(
             "SELECT destination, state, count(*), min(created_at) FROM forward_jobs GROUP BY destination, state"
@@ -257,14 +311,23 @@ async def summary(conn: Reader) -> list[dict[str, Any]]:
             " (PARTITION BY destination ORDER BY last_attempt_at DESC) AS n FROM forward_jobs"
             " WHERE state != 'delivered' AND last_error IS NOT NULL) AS latest WHERE n = 1"
         )
+        paused = await conn.fetch("SELECT destination, paused_at, paused_until, reason FROM forward_pauses")
     table: dict[str, dict[str, Any]] = {}
+
+    def item(destination: str) -> dict[str, Any]:
+        return table.setdefault(destination, {"destination": destination, **dict.fromkeys(STATES, 0), "paused": None})
+
+    for name in configured:
+        item(name)
     for destination, state, count, oldest in rows:
-        item = table.setdefault(destination, {"destination": destination, **dict.fromkeys(STATES, 0)})
-        item[state] = count
+        item(destination)[state] = count
         if state == "pending":
-            item["oldest_pending_at"] = oldest
+            item(destination)["oldest_pending_at"] = oldest
     for destination, error in errors:
-        table.setdefault(destination, {"destination": destination, **dict.fromkeys(STATES, 0)})["last_error"] = error
+        item(destination)["last_error"] = error
+    for destination, paused_at, until, reason in paused:
+        shown = utc_text(datetime.fromtimestamp(until, UTC)) if until is not None else None
+        item(destination)["paused"] = {"paused_at": paused_at, "until": shown, "reason": reason}
     return [table[name] for name in sorted(table)]
 
 
@@ -306,9 +369,22 @@ async def count_selected(conn: Reader, selection: Selection) -> int:
 
 
 class Replays(Protocol):
-    """A backend's writes for replay: put jobs back in line, a chunk at a time."""
+    """A backend's writes for the command line: put jobs back in line, a chunk at a time; end a pause."""
 
     async def replay_chunk(self, selection: Selection, after: int, limit: int) -> tuple[int, int]:
         """Put up to ``limit`` selected jobs with an id above ``after`` back to pending, due now, with a fresh
-        attempt count (their history stays), in one short write transaction; (how many, the last id)."""
+        attempt count (their history stays), and end their destinations' pauses, in one short write
+        transaction; (how many, the last id)."""
         ...
+
+    async def resume(self, destination: str) -> bool:
+        """End the destination's pause; whether it was paused."""
+        ...
+
+
+# Putting deliveries back in line asks for them to be sent: their destinations' pauses end with it.
+def end_pauses_of(p: Params, ids: Sequence[int]) -> str:
+    return (
+        "DELETE FROM forward_pauses WHERE destination IN"
+        f" (SELECT DISTINCT destination FROM forward_jobs WHERE id IN ({p.many(ids)}))"
+    )

@@ -100,9 +100,29 @@ class AttemptRecord:
     error: str | None
     state: str  # pending (tried again at next_attempt_at), delivered or dead
     next_attempt_at: float  # unix seconds
+    # False when the failure was the destination's (it was paused): the job keeps its count of attempts.
+    counted: bool = True
 
 
-Record = PushRecord | RejectRecord | WriteProbe | ReprocessedReject | AttemptRecord
+@dataclass(frozen=True, slots=True)
+class PauseRecord:
+    """A destination paused (``reason`` given; ``until`` None holds it until resumed) or no longer paused."""
+
+    destination: str
+    paused_at: str
+    until: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRecord:
+    """One job sent again now from a fresh attempt count (POST /api/deliveries/{id}/retry); its destination's
+    pause ends with it."""
+
+    job_id: int
+
+
+Record = PushRecord | RejectRecord | WriteProbe | ReprocessedReject | AttemptRecord | PauseRecord | RetryRecord
 
 
 class Outcome(Enum):

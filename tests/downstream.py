@@ -5,6 +5,7 @@ request and misbehaves on demand (fails the first attempts, answers 429 with Ret
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class Behaviour:
     retry_after: str | None = None  # sent with the failures
     hang_first: float = 0.0  # the first attempt of each delivery sleeps this long before answering
     delay: float = 0.0  # every answer waits this long
+    jitter: float = 0.0  # and a random part of this long more
     status: int = 200
 
 
@@ -38,7 +40,8 @@ class Received:
 class Downstream:
     port: int = field(default_factory=free_port)
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
-    received: list[Received] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)  # in the order they came in
+    taken: list[Received] = field(default_factory=list)  # those answered 2xx, in the order they were answered
     _attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _runner: web.AppRunner | None = None
 
@@ -61,18 +64,21 @@ class Downstream:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         path = request.path
-        self.received.append(Received(path, dict(request.headers), body, time.time()))
+        arrived = Received(path, dict(request.headers), body, time.time())
+        self.received.append(arrived)
         behaviour = self.behaviours.get(path, Behaviour())
         key = (path, request.headers.get("webhook-id", ""))
         self._attempts[key] += 1
         attempt = self._attempts[key]
         if attempt == 1 and behaviour.hang_first:
             await asyncio.sleep(behaviour.hang_first)
-        if behaviour.delay:
-            await asyncio.sleep(behaviour.delay)
+        if behaviour.delay or behaviour.jitter:
+            await asyncio.sleep(behaviour.delay + random.uniform(0, behaviour.jitter))
         if attempt <= behaviour.fail_first:
             headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after else {}
             return web.Response(status=behaviour.fail_status, headers=headers)
+        if behaviour.status < 300:
+            self.taken.append(arrived)
         return web.Response(status=behaviour.status)
 
     def on(self, path: str) -> list[Received]:

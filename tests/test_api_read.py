@@ -142,16 +142,16 @@ def test_openapi_documents_every_api_route_and_parameter() -> None:
     OPENAPI = document(api_token=True)
     app = create_app(Settings())
     served = {
-        route.resource.canonical
+        (route.resource.canonical, route.method.lower())
         for route in app.router.routes()
-        if route.method == "GET" and route.resource is not None and route.resource.canonical.startswith("/api")
+        if route.method != "HEAD" and route.resource is not None and route.resource.canonical.startswith("/api")
     }
-    assert served == set(OPENAPI["paths"])
+    assert served == {(path, method) for path, item in OPENAPI["paths"].items() for method in item}
     for path, item in OPENAPI["paths"].items():
         placeholders = set(re.findall(r"\{([^}]+)\}", path))
-        parameters = item["get"]["parameters"]
-        assert {p["name"] for p in parameters if p["in"] == "path"} == placeholders
-    query = {path: [p["name"] for p in OPENAPI["paths"][path]["get"]["parameters"]] for path in served}
+        for operation in item.values():
+            assert {p["name"] for p in operation["parameters"] if p["in"] == "path"} == placeholders
+    query = {path: [p["name"] for p in OPENAPI["paths"][path][method]["parameters"]] for path, method in served}
     assert query["/api/pushes"] == list(PUSH_PARAMS)
     assert query["/api/rejects"] == list(REJECT_PARAMS)
     assert query["/api/deliveries"] == list(DELIVERY_PARAMS)

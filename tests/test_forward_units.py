@@ -24,12 +24,12 @@ from forwarding.signing import signature, webhook_headers
 from plumbing.destinations import Destination
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
-from server import create_app
+from server import create_app, main
 from storage import outbox as forwarding
 from storage.database import Database
 from storage.records import utc_text
-from tests.forward_helpers import new_secret
-from tests.support import ClientFactory, both_backends, execute, rows, sample
+from tests.forward_helpers import forward_config, new_secret
+from tests.support import TOKEN, ClientFactory, both_backends, execute, migrated, rows, sample
 
 DEFAULT = Destination(name="x", command=("true",))
 
@@ -197,8 +197,10 @@ async def test_purge_takes_the_jobs_and_attempts_of_what_it_deletes(forward_sett
     assert rows(db_path, "SELECT count(*) FROM forward_attempts")[0][0] == 2
 
 
-def test_status_lists_configured_destinations_with_nothing_yet(forward_settings: Settings) -> None:
-    shown = forward_command.render([], forward_settings, datetime.now(UTC))
+async def test_status_lists_configured_destinations_with_nothing_yet(forward_settings: Settings) -> None:
+    await store(forward_settings)
+    table = await forward_command.status(Database(forward_settings), forward_settings)
+    shown = forward_command.render(table, forward_settings, datetime.now(UTC))
     assert "all" in shown
     assert "only-a" in shown
 
@@ -231,6 +233,9 @@ class _Quiet:
     def observe_backlog(self, backlogs: dict[str, forwarding.Backlog]) -> None:
         pass
 
+    def observe_pause(self, destination: str, paused: bool) -> None:
+        pass
+
 
 async def test_no_delivery_starts_while_pushes_wait_for_the_writer(forward_settings: Settings) -> None:
     await store(forward_settings, sample(call_id="q", intention="A"))
@@ -247,3 +252,126 @@ async def test_no_delivery_starts_while_pushes_wait_for_the_writer(forward_setti
         assert len(lane.sending) == 1
     finally:
         await waiting.close(grace=0)
+
+
+@pytest.mark.usefixtures("away_from_config")
+@pytest.mark.parametrize(
+    ("command", "sentence"),
+    [
+        (["retry-dead", "--destination", "nosuch"], "there is no forwarding destination 'nosuch' (known: crm)"),
+        (["replay", "--dead", "--destination", "nosuch"], "there is no forwarding destination 'nosuch' (known: crm)"),
+        (["replay", "--since", "2027-01-01", "--until", "2026-01-01"], "--since 2027-01-01 is not before --until"),
+        (["replay", "--since", "2026-01-01", "--until", "2026-01-01T00:00Z"], "so no delivery falls between"),
+        (["resume", "nosuch"], "there is no forwarding destination 'nosuch' (known: crm)"),
+    ],
+    ids=["retry-dead", "replay-dead", "inverted", "empty", "resume"],
+)
+def test_a_replay_filter_that_can_match_nothing_is_one_sentence_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], sentence: str
+) -> None:
+    db = migrated(tmp_path / "pushes.sqlite3")
+    config = forward_config(tmp_path / "forward.toml", {"name": "crm", "command": ["true"]})
+    assert main(["forward", *command, "--config", str(config), "--db", str(db)]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    (line,) = said.err.splitlines()
+    assert sentence in line
+
+
+def pause(db_path: Path, destination: str) -> None:
+    execute(
+        db_path,
+        "INSERT INTO forward_pauses (destination, paused_at, paused_until, reason)"
+        " VALUES (?, '2026-12-01T00:00:00.000Z', NULL, 'HTTP 410 Gone')",
+        (destination,),
+    )
+
+
+def paused(db_path: Path) -> set[str]:
+    return {row[0] for row in rows(db_path, "SELECT destination FROM forward_pauses")}
+
+
+@both_backends
+async def test_replay_and_retry_dead_end_the_pauses_of_what_they_put_back(
+    forward_settings: Settings, db_path: Path
+) -> None:
+    await store(forward_settings, sample(call_id="1", intention="B"))  # "all" only
+    pause(db_path, "all")
+    pause(db_path, "only-a")
+    database = Database(forward_settings)
+    assert await forward_command.replay(database, forwarding.Selection(call_id="1")) == 1
+    assert paused(db_path) == {"only-a"}
+    assert await forward_command.resume(database, "only-a")
+    assert not await forward_command.resume(database, "only-a")
+    assert paused(db_path) == set()
+
+
+@both_backends
+async def test_retry_through_the_api_puts_one_delivery_back_and_ends_its_pause(
+    make_client: ClientFactory, forward_settings: Settings, db_path: Path
+) -> None:
+    await store(forward_settings, sample(call_id="r", intention="A"))
+    execute(db_path, "UPDATE forward_jobs SET state = 'dead', attempts = 21, last_error = 'HTTP 500'")
+    pause(db_path, "all")
+    client = await make_client()
+    (job_id,) = [r[0] for r in rows(db_path, "SELECT id FROM forward_jobs WHERE destination = 'all'")]
+    other_site = await client.post(f"/api/deliveries/{job_id}/retry", headers={"Origin": "https://evil.example"})
+    assert other_site.status == 403
+    assert (await other_site.json())["error"] == "forbidden_origin"
+    assert (await client.post("/api/deliveries/999/retry")).status == 404
+    assert (await client.post("/api/deliveries/x/retry")).status == 400
+    answer = await client.post(f"/api/deliveries/{job_id}/retry")
+    assert answer.status == 200, await answer.text()
+    job = await answer.json()
+    assert (job["id"], job["state"], job["attempts"], job["last_error"]) == (job_id, "pending", 0, None)
+    assert paused(db_path) == set()
+    assert job_states_of(db_path) == {"all": "pending", "only-a": "dead"}
+    destinations = await (await client.get("/api/destinations")).json()
+    assert [(d["destination"], d["pending"], d["dead"], d["paused"]) for d in destinations["items"]] == [
+        ("all", 1, 0, None),
+        ("only-a", 0, 1, None),
+    ]
+
+
+def job_states_of(db_path: Path) -> dict[str, str]:
+    return {row[0]: row[1] for row in rows(db_path, "SELECT destination, state FROM forward_jobs")}
+
+
+@both_backends
+async def test_a_claim_takes_due_retries_first_and_per_call_holds_later_versions(
+    forward_settings: Settings, db_path: Path
+) -> None:
+    await store(
+        forward_settings,
+        sample(call_id="1", intention="A"),
+        sample(call_id="1", intention="A", hangup_type="changed"),  # version 1 of call 1
+        sample(call_id="2", intention="A"),
+    )
+    # Call 2's delivery to "all" was tried and failed, and is due again: it goes before the never-tried.
+    execute(
+        db_path,
+        "UPDATE forward_jobs SET attempts = 1, last_attempt_at = '2026-12-01T00:00:00.000Z' WHERE destination = 'all'"
+        " AND push_seq = (SELECT seq FROM pushes WHERE call_id = '2')",
+    )
+    outbox = await Database(forward_settings).open_outbox()
+    try:
+        (first,) = (await outbox.claim("all", 1, (), 30.0, False)).jobs
+        assert (first.key[2], first.attempts) == ("2", 1)
+        ordered = await outbox.claim("only-a", 10, (), 30.0, True)
+        assert sorted((job.key[2], job.version) for job in ordered.jobs) == [("1", 0), ("2", 0)]
+        parallel = await outbox.claim("all", 10, [first.id], 30.0, False)
+        assert sorted((job.key[2], job.version) for job in parallel.jobs) == [("1", 0), ("1", 1)]
+    finally:
+        await outbox.close()
+
+
+async def test_retry_through_the_api_follows_the_token_rule(make_client: ClientFactory) -> None:
+    guarded = await make_client(api_token=TOKEN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        refused = await guarded.post("/api/deliveries/1/retry", headers=headers)
+        assert refused.status == 401
+        assert (await refused.json())["error"] == "unauthorized"
+    allowed = await guarded.post("/api/deliveries/1/retry", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert allowed.status == 404  # past the rule: there is no such delivery
+    remote = await make_client(peer="192.0.2.44")
+    assert (await remote.post("/api/deliveries/1/retry")).status == 401  # no token: loopback only

@@ -15,7 +15,7 @@ from tests.downstream import Behaviour, Downstream
 from tests.forward_helpers import all_delivered, forward_config, job_states, new_secret, until
 from tests.load import Tally, deliver_all, push_body
 from tests.process import running_server
-from tests.support import both_backends, get, rows, sample
+from tests.support import both_backends, get, report, rows, sample
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5}
 
@@ -159,3 +159,88 @@ async def test_nothing_is_forwarded_without_destinations(tmp_path: Path) -> None
         assert server.stop() == 0
     assert rows(db_path, "SELECT count(*) FROM forward_jobs")[0][0] == 0
     await asyncio.sleep(0)
+
+
+async def test_refusals_die_early_410_pauses_and_a_command_gets_a_clean_environment(tmp_path: Path) -> None:
+    downstream = Downstream(behaviours={"/refused": Behaviour(status=400), "/gone": Behaviour(status=410)})
+    await downstream.start()
+    dump = tmp_path / "env.sh"
+    dump.write_text(f'#!/bin/sh\nenv > "{tmp_path}/env.$WEBHOOK_ID"\n')
+    dump.chmod(0o755)
+    secret = new_secret()
+    config = forward_config(
+        tmp_path / "forward.toml",
+        {"name": "refused", "url": downstream.url("/refused"), "secret_env": "CRM_SECRET", **FAST},
+        {"name": "gone", "url": downstream.url("/gone"), "secret": secret, "concurrency": 1, **FAST},
+        {"name": "script", "command": [str(dump)], "env": ["KEEP_ME"], **FAST},
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    env = {"CRM_SECRET": secret, "AIRUDDER_RECEIVER_API_TOKEN": "t" * 32, "KEEP_ME": "kept", "LANG": "C.UTF-8"}
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config), env=env) as server:
+            await post_bodies(f"{server.url}/push", [push_body("e-1"), push_body("e-2")])
+            await until(lambda: job_states(db_path, "refused") == {"dead": 2}, 20, "the refused ones dead")
+            await until(lambda: job_states(db_path, "script") == {"delivered": 2}, 20, "the script ran")
+            await asyncio.sleep(1.0)  # time for more attempts to the gone destination, were it not paused
+            assert job_states(db_path, "gone") == {"pending": 2}
+            shown = get(
+                f"{server.url}/metrics", headers={"Authorization": f"Bearer {env['AIRUDDER_RECEIVER_API_TOKEN']}"}
+            )[1].decode()
+            assert 'airudder_receiver_forward_paused{destination="gone"} 1.0' in shown
+            assert 'airudder_receiver_forward_paused{destination="script"} 0.0' in shown
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+    assert set(downstream.ids("/refused").values()) == {3}  # max_4xx_attempts, not max_attempts
+    assert len(downstream.on("/gone")) == 1
+    assert "answered 410 Gone: paused until forward resume gone" in server.log_path.read_text()
+    assert_clean_environments(tmp_path, 2)
+
+
+def assert_clean_environments(folder: Path, count: int) -> None:
+    """What each run of the env-dumping program saw: PATH, LANG, its env list and the webhook variables."""
+    dumps = [path for path in folder.iterdir() if path.name.startswith("env.msg_")]
+    assert len(dumps) == count
+    for dumped in dumps:
+        names = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in dumped.read_text().splitlines()}
+        assert names["KEEP_ME"] == "kept"
+        assert names["LANG"] == "C.UTF-8"
+        assert "PATH" in names
+        assert names["WEBHOOK_ID"] == dumped.name.removeprefix("env.")
+        assert not {"AIRUDDER_RECEIVER_API_TOKEN", "CRM_SECRET", "HOME"} & set(names), sorted(names)
+
+
+async def test_per_call_order_delivers_each_calls_versions_in_order(tmp_path: Path) -> None:
+    jittery = Behaviour(jitter=0.05)
+    downstream = Downstream(behaviours={"/ordered": jittery, "/any": jittery})
+    await downstream.start()
+    secret = new_secret()
+    config = forward_config(
+        tmp_path / "forward.toml",
+        {"name": "ordered", "url": downstream.url("/ordered"), "secret": secret, "order": "per_call"},
+        {"name": "any", "url": downstream.url("/any"), "secret": secret, "concurrency": 8},
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    calls, versions = 30, 3
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            # A call's versions all at once, as a sender that corrects a push at once sends them.
+            for n in range(calls):
+                bodies = [orjson.dumps(sample(call_id=f"o-{n}", hangup_type=f"v{v}")) for v in range(versions)]
+                await asyncio.gather(*(post_bodies(f"{server.url}/push", [body]) for body in bodies))
+            await until(all_delivered(db_path, 2 * calls * versions), 60, "every version delivered to both")
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+
+    def arrival_orders(path: str) -> dict[str, list[int]]:
+        orders: dict[str, list[int]] = {}
+        for received in (r for r in downstream.taken if r.path == path):
+            call_id = orjson.loads(received.body)["call"]["call_id"]
+            orders.setdefault(call_id, []).append(int(received.headers["x-airudder-version"]))
+        return orders
+
+    ordered, unordered = arrival_orders("/ordered"), arrival_orders("/any")
+    report("per-call order", calls=calls, out_of_order_in_parallel=sum(o != sorted(o) for o in unordered.values()))
+    assert len(ordered) == calls
+    assert all(order == list(range(versions)) for order in ordered.values()), ordered

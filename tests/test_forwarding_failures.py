@@ -146,7 +146,14 @@ async def test_a_dead_destination_slows_no_push_and_gets_everything_when_back(tm
     db_path_off, db_path_on = tmp_path / "off.sqlite3", tmp_path / "on.sqlite3"
     config = forward_config(
         tmp_path / "forward.toml",
-        {"name": "crm", "url": downstream.url("/in"), "secret": new_secret(), "backoff_base": 0.2, "backoff_cap": 2},
+        {
+            "name": "crm",
+            "url": downstream.url("/in"),
+            "secret": new_secret(),
+            "backoff_base": 0.2,
+            "backoff_cap": 2,
+            "probe_cap": 2,
+        },
     )
     count, rounds = 2000, 10
     tallies: dict[str, list[Tally]] = {"off": [], "on": []}
@@ -228,3 +235,105 @@ async def test_sigterm_with_deliveries_hanging_exits_in_budget_and_keeps_them_pe
         await downstream.stop()
     report("forward SIGTERM", stopped_in=f"{took:.2f}s", deliveries=len(downstream.received))
     assert took < 10
+
+
+async def test_a_flapping_or_slow_destination_still_gets_every_delivery(tmp_path: Path) -> None:
+    # The first attempt of each delivery fails: a 503 at one destination, no answer within the timeout at
+    # the other. Neither is down: every second attempt goes through.
+    downstream = Downstream(
+        behaviours={"/flaps": Behaviour(fail_first=1, fail_status=503), "/slow": Behaviour(hang_first=1.0)}
+    )
+    await downstream.start()
+    secret = new_secret()
+    schedule = {"backoff_base": 1, "backoff_cap": 60}
+    config = forward_config(
+        tmp_path / "forward.toml",
+        {"name": "flaps", "url": downstream.url("/flaps"), "secret": secret, **schedule},
+        {"name": "slow", "url": downstream.url("/slow"), "secret": secret, "timeout": 0.3, **schedule},
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    calls = 40
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            started = time.monotonic()
+            await deliver_all(f"{server.url}/push", [f"f-{n}" for n in range(calls)], Tally())
+            await until(all_delivered(db_path, 2 * calls), 30, "every delivery made to both")
+            took = time.monotonic() - started
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+    report("flapping and slow destinations", calls=calls, delivered_in=f"{took:.1f}s")
+    for path in ("/flaps", "/slow"):
+        assert len(downstream.ids(path)) == calls
+        # Never more than the failed first try and the one that went through, but for probes.
+        assert sum(downstream.ids(path).values()) <= 2 * calls + 5
+
+
+async def test_a_pause_is_shown_everywhere_and_resume_or_replay_ends_it_within_a_second(tmp_path: Path) -> None:
+    downstream = Downstream(behaviours={"/in": Behaviour(status=503)})
+    await downstream.start()
+    # Judged down after two failures; then the next probe is 10 to 20 s out, longer than the test waits.
+    config = forward_config(
+        tmp_path / "forward.toml",
+        {
+            "name": "crm",
+            "url": downstream.url("/in"),
+            "secret": new_secret(),
+            "backoff_base": 20,
+            "breaker_min_requests": 2,
+            "concurrency": 1,
+        },
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    try:
+        with running_server(tmp_path, db_path, "--config", str(config)) as server:
+            await deliver_all(f"{server.url}/push", [f"p-{n}" for n in range(5)], Tally())
+            await until(lambda: rows(db_path, "SELECT count(*) FROM forward_pauses")[0][0] == 1, 10, "the pause stored")
+            shown = await asyncio.to_thread(cli, "forward", "status", "--config", str(config), "--db", str(db_path),
+                                            cwd=tmp_path)  # fmt: skip
+            assert "  paused until 20" in shown.stdout, shown.stdout
+            assert ": HTTP 503" in shown.stdout
+            (destination,) = orjson.loads(get(f"{server.url}/api/destinations")[1])["items"]
+            assert destination["paused"]["reason"] == "HTTP 503"
+            assert destination["pending"] == 5
+            await until(lambda: 'airudder_receiver_forward_paused{destination="crm"} 1.0' in metrics(server.url), 10,
+                        "the paused gauge")  # fmt: skip
+            sent_while_paused = len(downstream.received)
+
+            downstream.behaviours["/in"] = Behaviour()
+            resumed = await asyncio.to_thread(cli, "forward", "resume", "crm", "--config", str(config), "--db",
+                                              str(db_path), cwd=tmp_path)  # fmt: skip
+            assert resumed.returncode == 0, resumed.stderr
+            assert resumed.stdout == "resumed crm; a running server sends to it again within a second\n"
+            started = time.monotonic()
+            # The four the pause held; the first failure's delivery keeps its own retry time (10 to 20 s).
+            held = {"delivered": 4, "pending": 1}
+            await until(lambda: job_states(db_path) == held, 5, "the held deliveries made once resumed")
+            took = time.monotonic() - started
+            assert orjson.loads(get(f"{server.url}/api/destinations")[1])["items"][0]["paused"] is None
+            assert 'airudder_receiver_forward_paused{destination="crm"} 0.0' in metrics(server.url)
+
+            # Down again, paused again once the failures outweigh the four deliveries in the window; a replay of
+            # its deliveries ends the pause as well, and sends them all.
+            downstream.behaviours["/in"] = Behaviour(status=503)
+            await deliver_all(f"{server.url}/push", [f"q-{n}" for n in range(10)], Tally())
+            await until(lambda: rows(db_path, "SELECT count(*) FROM forward_pauses")[0][0] == 1, 10, "paused again")
+            downstream.behaviours["/in"] = Behaviour()
+            replayed = await asyncio.to_thread(cli, "forward", "replay", "--destination", "crm", "--since",
+                                               "2000-01-01", "--db", str(db_path), cwd=tmp_path)  # fmt: skip
+            assert replayed.returncode == 0, replayed.stderr
+            started = time.monotonic()
+            await until(all_delivered(db_path, 15), 5, "every delivery made once replayed")
+            took_after_replay = time.monotonic() - started
+            assert server.stop() == 0
+    finally:
+        await downstream.stop()
+    report(
+        "forward resume and replay",
+        sent_while_paused=sent_while_paused,
+        delivered_after_resume_in=f"{took:.2f}s",
+        delivered_after_replay_in=f"{took_after_replay:.2f}s",
+    )
+    assert sent_while_paused == 2  # the two failures that paused it, and nothing more
+    assert took < 3
+    assert took_after_replay < 3

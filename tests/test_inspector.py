@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.process import ROOT, running_server
-from tests.support import SAMPLE_BYTES, TOKEN, get, post, sample
+from tests.support import SAMPLE_BYTES, TOKEN, execute, get, post, sample
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 HOSTILE_NAME = "<img src=x onerror=window.injected=1>"
@@ -216,4 +216,57 @@ def test_refused_pushes_and_a_calls_latest_version_are_shown(tmp_path: Path, pag
         rejects.last.click()
         expect(detail.locator("h2")).to_have_text("Refused: invalid_json")
         expect(detail.locator("pre.reject-body")).to_have_text("not json, <b>bold</b>")  # text, never markup
+def test_the_deliveries_view_shows_what_waits_and_retries_it(tmp_path: Path, page: Page) -> None:
+    script = tmp_path / "take.sh"
+    # Refuses every delivery until the test lets it through.
+    script.write_text(f'#!/bin/sh\n[ -e "{tmp_path}/open" ] || {{ echo "not yet" >&2; exit 1; }}\n')
+    script.chmod(0o755)
+    config = tmp_path / "forward.toml"
+    config.write_text(
+        f'[[forward]]\nname = "crm"\ncommand = ["{script}"]\nmax_attempts = 1\n\n'
+        '[[forward]]\nname = "archive"\ncommand = ["true"]\n'
+    )
+    db_path = tmp_path / "pushes.sqlite3"
+    with running_server(tmp_path, db_path, "--dev", "--config", str(config)) as server:
+        assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200
+        for _ in range(50):
+            if b'"dead"' in get(f"{server.url}/api/deliveries?state=dead")[1]:
+                break
+            page.wait_for_timeout(100)
+        execute(
+            db_path,
+            "INSERT INTO forward_pauses (destination, paused_at, paused_until, reason)"
+            " VALUES ('archive', '2026-12-01T00:00:00.000Z', NULL, 'HTTP 410 Gone: the destination takes no more')",
+        )
+        page.goto(f"{server.url}/")
+        page.click("#show-deliveries")
+        expect(page.locator("#workspace")).to_be_hidden()
+        cards = page.locator("#destinations .destination")
+        expect(cards).to_have_count(2)
+        expect(cards.nth(0)).to_contain_text("archive")
+        expect(cards.nth(0).locator(".paused")).to_have_text(
+            "Paused until resumed: HTTP 410 Gone: the destination takes no more"
+        )
+        expect(cards.nth(1)).to_contain_text("0 pending · 0 delivered · 1 dead")
+        expect(cards.nth(1).locator(".last-error")).to_have_text("last error: exit 1: not yet")
+        deliveries = page.locator("#deliveries tbody tr")
+        expect(deliveries).to_have_count(1)
+        expect(deliveries.first.locator(".state")).to_have_text("dead")
+        expect(deliveries.first).to_contain_text("817377d194xxxxxxxxc8ad463bc81d996a")
+        expect(deliveries.first).to_contain_text("exit 1: not yet")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "inspector-deliveries.png"))
+
+        (tmp_path / "open").touch()
+        deliveries.first.locator("button.retry").click()
+        for _ in range(50):
+            if b'"delivered"' in get(f"{server.url}/api/deliveries?destination=crm")[1]:
+                break
+            page.wait_for_timeout(100)
+        page.click("#show-deliveries")  # looked at again: nothing waits any more
+        expect(deliveries).to_have_count(0)
+        expect(page.locator("#no-deliveries")).to_be_visible()
+        expect(cards.nth(1)).to_contain_text("0 pending · 1 delivered · 0 dead")
+        page.click("#show-pushes")
+        expect(page.locator("#workspace")).to_be_visible()
         assert server.stop() == 0

@@ -57,7 +57,10 @@ def schemathesis(workdir: Path, url: str, *headers: str) -> subprocess.Completed
 def test_schemathesis_finds_nothing(tmp_path: Path, with_token: bool) -> None:
     env = {"AIRUDDER_RECEIVER_API_TOKEN": TOKEN} if with_token else {}
     headers = ["--header", f"Authorization: Bearer {TOKEN}"] if with_token else []
-    with running_server(tmp_path, tmp_path / "pushes.sqlite3", env=env) as server:
+    # A destination, so that the push has a delivery for the delivery operations to find.
+    config = tmp_path / "forward.toml"
+    config.write_text('[[forward]]\nname = "archive"\ncommand = ["true"]\n')
+    with running_server(tmp_path, tmp_path / "pushes.sqlite3", "--config", str(config), env=env) as server:
         assert post(f"{server.url}/push", SAMPLE_BYTES)[0] == 200  # something for the reads to find
         run = schemathesis(tmp_path, server.url, *headers)
         assert server.stop() == 0

@@ -77,6 +77,10 @@ def test_an_empty_variable_does_not_clear_the_files_token(
     assert getattr(load(str(config)), name) == "from-the-file-0123"
 
 
+# A well-formed signing secret (of 32 zero bytes), for tables whose mistake is elsewhere.
+ZERO_SECRET = "whsec_" + "A" * 43 + "="
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -117,6 +121,15 @@ def test_an_empty_variable_does_not_clear_the_files_token(
         ('[[forward]]\nname = "c"\ncommand = ["x"]\nretries = 3\n', "'c' has an unknown key 'retries'"),
         ('[[forward]]\nname = "c"\ncommand = ["x"]\n[[forward]]\nname = "c"\ncommand = ["y"]\n', "used twice"),
         ('[[forward]]\nname = "c"\ncommand = ["x"]\nbackoff_base = 10\nbackoff_cap = 5\n', "at most backoff_cap"),
+        (
+            f'[[forward]]\nname = "c"\nurl = "http://h/"\nsecret = "{ZERO_SECRET}"\nenv = ["A"]\n',
+            "env applies to a command",
+        ),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nenv = ["A=B"]\n', "env must list environment variable names"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\norder = "fifo"\n', "order must be one of parallel, per_call"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nbreaker_ratio = 0\n', "breaker_ratio must be more than 0"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nmax_4xx_attempts = 0\n', "max_4xx_attempts must be between"),
+        ('[[forward]]\nname = "c"\ncommand = ["x"]\nprobe_cap = 1\n', "probe_cap must be at least backoff_base"),
     ],
 )
 def test_bad_config_is_one_sentence_and_exit_2(

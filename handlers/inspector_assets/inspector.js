@@ -36,11 +36,11 @@ function el(tag, attrs, ...children) {
 
 class Unauthorized extends Error {}
 
-async function request(path, accept) {
+async function request(path, accept, method = "GET") {
   const headers = { Accept: accept };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(path, { headers, cache: "no-store" });
+  const response = await fetch(path, { method, headers, cache: "no-store" });
   if (response.status === 401) {
     const answer = await response.json().catch(() => ({}));
     throw new Unauthorized(answer.detail || "the server wants the API token");
@@ -51,6 +51,10 @@ async function request(path, accept) {
 
 async function getJson(path) {
   return (await request(path, "application/json")).json();
+}
+
+async function postJson(path) {
+  return (await request(path, "application/json", "POST")).json();
 }
 
 // -- the list ---------------------------------------------------------------------------------
@@ -363,6 +367,24 @@ function table(items, columns, empty) {
   return el("table", { class: "small" }, el("thead", {}, head), body);
 }
 
+function retryButton(job, after) {
+  // Sends the delivery again now, from a fresh attempt count (POST /api/deliveries/{id}/retry).
+  const button = el("button", { type: "button", class: "retry", text: job.state === "dead" ? "Retry" : "Retry now" });
+  button.addEventListener("click", async (event) => {
+    event.stopPropagation();
+    button.disabled = true;
+    button.textContent = "Queued";
+    try {
+      await postJson(`/api/deliveries/${job.id}/retry`);
+      await after();
+    } catch (error) {
+      button.textContent = "Failed";
+      report(error);
+    }
+  });
+  return button;
+}
+
 function forwarding(jobs) {
   // Each delivery of this call to a [[forward]] destination, with every attempt.
   if (!jobs || !jobs.length) return el("p", { class: "none", text: "Not forwarded: no [[forward]] destination takes this call." });
@@ -373,9 +395,11 @@ function forwarding(jobs) {
     const tries = (job.history || []).map((a) => el("li", {
       text: `${shortTime(a.attempted_at)} · ${a.status ?? "no answer"} · ${Math.round(a.seconds * 1000)} ms${a.error ? ` · ${a.error}` : ""}`,
     }));
+    const again = job.state === "delivered" ? null : retryButton(job, () => selectedKey ? select(selectedKey) : null);
     list.append(el("li", { class: "forward" },
       el("span", { class: `state ${job.state}`, text: job.state }),
       el("span", { text: ` ${about}` }),
+      again,
       el("ol", { class: "attempts" }, ...tries)));
   }
   return list;
@@ -427,6 +451,51 @@ function showDetail(push) {
   pane.scrollTop = 0;
 }
 
+// -- the deliveries view ------------------------------------------------------------------------------
+
+function destinationCard(d) {
+  const paused = d.paused
+    ? el("p", { class: "paused", text: `Paused${d.paused.until ? ` until ${shortTime(d.paused.until)}` : " until resumed"}: ${d.paused.reason}` })
+    : null;
+  return el("div", { class: "destination" },
+    el("h3", { text: d.destination }),
+    el("span", { text: `${d.pending} pending · ${d.delivered} delivered · ${d.dead} dead` }),
+    paused,
+    d.last_error ? el("p", { class: "last-error", text: `last error: ${d.last_error}` }) : null);
+}
+
+function deliveryRow(job) {
+  return el("tr", { "data-id": String(job.id) },
+    el("td", {}, el("span", { class: `state ${job.state}`, text: job.state })),
+    el("td", { text: job.destination }),
+    el("td", { text: job.version ? `${job.call_id} (version ${job.version})` : job.call_id, class: "call" }),
+    el("td", { text: String(job.attempts) }),
+    el("td", { text: job.last_error || "–" }),
+    el("td", { text: job.next_attempt_at ? shortTime(job.next_attempt_at) : "–", title: job.next_attempt_at || "" }),
+    el("td", {}, retryButton(job, loadDeliveries)));
+}
+
+async function loadDeliveries() {
+  // What waits and what gave up, at most a page of each; the counts above cover everything.
+  const [destinations, pending, dead] = await Promise.all([
+    getJson("/api/destinations"),
+    getJson(`/api/deliveries?state=pending&limit=${PAGE}`),
+    getJson(`/api/deliveries?state=dead&limit=${PAGE}`),
+  ]);
+  $("destinations").replaceChildren(...destinations.items.map(destinationCard));
+  const jobs = [...dead.items, ...pending.items];
+  $("deliveries").tBodies[0].replaceChildren(...jobs.map(deliveryRow));
+  $("no-deliveries").hidden = jobs.length > 0;
+}
+
+function showView(deliveries) {
+  $("workspace").hidden = deliveries;
+  $("deliveries-view").hidden = !deliveries;
+  $("show-pushes").classList.toggle("current", !deliveries);
+  $("show-deliveries").classList.toggle("current", deliveries);
+  if (deliveries) loadDeliveries().catch(report);
+}
+
 // -- start ----------------------------------------------------------------------------------------
 
 function start() {
@@ -438,4 +507,6 @@ $("filter").addEventListener("input", applyFilter);
 $("rejects-box").addEventListener("toggle", () => { if ($("rejects-box").open) loadRejects().catch(report); });
 $("older").addEventListener("click", () => loadOlder().catch(report));
 $("login").addEventListener("submit", useToken);
+$("show-pushes").addEventListener("click", () => showView(false));
+$("show-deliveries").addEventListener("click", () => showView(true));
 start();

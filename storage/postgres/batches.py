@@ -39,6 +39,7 @@ from storage.batch import (
 )
 from storage.link import Link, LinkHealth
 from storage.postgres.connection import NUL, NUL_STORED, PG_ERRORS, close_quietly, connect, described, without_nul
+from storage.postgres.reader import pg_params
 from storage.postgres.schema import BATCH_CHANGED
 from storage.records import Outcome, PushRecord, Record, push_summaries, utc_now
 
@@ -107,9 +108,9 @@ def batch_arguments(batch: Split, found: Classified, route: outbox.Router | None
             [job.values() for job in jobs],
         ),
         _json(
-            ("job_id", "attempted_at", "status", "seconds", "error", "state", "next_attempt_at"),
+            ("job_id", "attempted_at", "status", "seconds", "error", "state", "next_attempt_at", "counted"),
             [
-                (a.job_id, a.attempted_at, a.status, a.seconds, a.error, a.state, a.next_attempt_at)
+                (a.job_id, a.attempted_at, a.status, a.seconds, a.error, a.state, a.next_attempt_at, int(a.counted))
                 for a in batch.attempts
             ],
         ),
@@ -153,6 +154,10 @@ class PgBatches:
                 if exc.sqlstate != BATCH_CHANGED:
                     raise
                 continue
+            # Each its own statement, outside the batch's: none needs the write lock or the pushes.
+            for record in batch.steering:
+                for statement, params in outbox.steering(pg_params, record):
+                    await conn.execute(statement, *params.values)
             return outcomes
         raise BatchContended(f"other receivers changed this batch's calls {CLASSIFY_TRIES} times while it was written")
 

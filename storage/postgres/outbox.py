@@ -34,19 +34,33 @@ class PgOutbox:
             reader = await self._link.get()
         return reader
 
-    async def claim(self, destination: str, limit: int, skip: Collection[int], lease: float) -> Claimed:
+    async def claim(self, destination: str, limit: int, skip: Collection[int], lease: float, per_call: bool) -> Claimed:
         reader = await self._reader()
         now = time.time()
         p = reader.params()
-        ids = p([*skip])
+        ids, name, due_by, most = p([*skip]), p(destination), p(now), p(limit)
+        ordered = f" AND {outbox.NO_EARLIER_VERSION_PENDING}" if per_call else ""
+        pending = (
+            f"FROM forward_jobs AS j WHERE j.state = 'pending' AND j.destination = {name}"
+            f" AND j.next_attempt_at <= {due_by} AND NOT (j.id = ANY ({ids}::bigint[])){ordered}"
+        )
+        # The due jobs tried before first (their own index finds them), then the rest soonest first.
+        tried = (
+            f"SELECT j.id, j.next_attempt_at, 0 AS part {pending} AND {outbox.TRIED}"
+            f" ORDER BY j.next_attempt_at LIMIT {most} FOR UPDATE SKIP LOCKED"
+        )
+        rest = (
+            f"SELECT j.id, j.next_attempt_at, 1 AS part {pending} AND j.id NOT IN (SELECT id FROM tried)"
+            f" ORDER BY j.next_attempt_at, j.id LIMIT {most} FOR UPDATE SKIP LOCKED"
+        )
         due = (
-            f"SELECT id, next_attempt_at FROM forward_jobs WHERE state = 'pending' AND destination = {p(destination)}"
-            f" AND next_attempt_at <= {p(now)} AND NOT (id = ANY ({ids}::bigint[]))"
-            f" ORDER BY next_attempt_at, id LIMIT {p(limit)} FOR UPDATE SKIP LOCKED"
+            "SELECT id, next_attempt_at FROM (SELECT * FROM tried UNION ALL SELECT * FROM rest) AS d"
+            f" ORDER BY part, next_attempt_at, id LIMIT {most}"
         )
         # The lease ends a lease after now; the job keeps the time it was due, for the attempt's record.
         rows = await reader.fetch(
-            f"WITH due AS ({due}), claimed AS (UPDATE forward_jobs AS c SET next_attempt_at = {p(now + lease)}"
+            f"WITH tried AS ({tried}), rest AS ({rest}), due AS ({due}),"
+            f" claimed AS (UPDATE forward_jobs AS c SET next_attempt_at = {p(now + lease)}"
             " FROM due WHERE c.id = due.id RETURNING c.id, due.next_attempt_at AS was)"
             f" SELECT {outbox.job_fields('claimed.was')}"
             f" FROM claimed JOIN {outbox.JOB_SOURCE} ON j.id = claimed.id ORDER BY claimed.was, j.id",
@@ -62,6 +76,9 @@ class PgOutbox:
 
     async def backlog(self) -> dict[str, Backlog]:
         return await outbox.backlog(await self._reader())
+
+    async def pauses(self) -> dict[str, tuple[float | None, str]]:
+        return await outbox.pauses(await self._reader())
 
     async def close(self) -> None:
         reader = self._link.lost()
@@ -91,7 +108,14 @@ class PgReplays:
             p,
         )
         ids = sorted(row[0] for row in rows)
+        if ids:
+            ended = self._reader.params()
+            await self._reader.conn.execute(outbox.end_pauses_of(ended, ids), *ended.values)
         return len(ids), ids[-1] if ids else after
+
+    async def resume(self, destination: str) -> bool:
+        status = await self._reader.conn.execute("DELETE FROM forward_pauses WHERE destination = $1", destination)
+        return bool(status != "DELETE 0")
 
     async def close(self) -> None:
         await close_quietly(self._reader.conn)

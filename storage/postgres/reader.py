@@ -15,13 +15,18 @@ def numbered(position: int) -> str:
     return f"${position}"
 
 
+def pg_params() -> Params:
+    """Values for a statement in PostgreSQL's placeholder style."""
+    return Params(numbered)
+
+
 class PgReader:
     def __init__(self, conn: asyncpg.Connection, chunk_rows: int = 64) -> None:
         self.conn = conn
         self._chunk_rows = chunk_rows
 
     def params(self) -> Params:
-        return Params(numbered)
+        return pg_params()
 
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
         return list(await self.conn.fetch(sql, *without_nul(values_of(params))))

@@ -252,12 +252,14 @@ BATCH_FUNCTION = Migration(
                 AS a (job_id bigint, attempted_at text, status integer, seconds double precision, error text)
             WHERE EXISTS (SELECT 1 FROM forward_jobs WHERE id = a.job_id);
 
-            UPDATE forward_jobs AS j SET attempts = j.attempts + 1, state = a.state,
+            -- counted is 0 for a failure that was the destination's (met while it was paused).
+            UPDATE forward_jobs AS j SET attempts = j.attempts + a.counted, state = a.state,
                 next_attempt_at = a.next_attempt_at, last_attempt_at = a.attempted_at,
                 delivered_at = CASE WHEN a.state = 'delivered' THEN a.attempted_at ELSE j.delivered_at END,
                 last_error = a.error
             FROM json_to_recordset(in_attempts) AS a (
-                job_id bigint, attempted_at text, error text, state text, next_attempt_at double precision
+                job_id bigint, attempted_at text, error text, state text, next_attempt_at double precision,
+                counted integer
             )
             WHERE j.id = a.job_id;
 
@@ -290,7 +292,27 @@ BATCH_FUNCTION = Migration(
     ),
 )
 
-PG_MIGRATIONS: tuple[Migration, ...] = (INITIAL, OUTBOX_AND_INDEXES, BATCH_FUNCTION)
+# Steering forwarding, as in storage/sqlite/schema.py: a destination's pause is kept where the command line,
+# the API and every receiver see it (paused_until NULL: until forward resume); jobs tried before have an
+# index of their own, so the due retries (and a paused destination's probe) are claimed first without
+# walking the never-tried ones.
+FORWARD_STEERING = Migration(
+    "0004_forward_steering",
+    (
+        """
+        CREATE TABLE forward_pauses (
+            destination text PRIMARY KEY,
+            paused_at text NOT NULL,
+            paused_until double precision,
+            reason text NOT NULL
+        )
+        """,
+        "CREATE INDEX forward_jobs_tried ON forward_jobs (destination, next_attempt_at)"
+        " WHERE state = 'pending' AND last_attempt_at IS NOT NULL",
+    ),
+)
+
+PG_MIGRATIONS: tuple[Migration, ...] = (INITIAL, OUTBOX_AND_INDEXES, BATCH_FUNCTION, FORWARD_STEERING)
 
 _TRACKING = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

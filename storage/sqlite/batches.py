@@ -21,6 +21,7 @@ from storage.link import LinkHealth
 from storage.records import Outcome, PushRecord, Record, utc_now
 from storage.sqlite.connection import run_transaction
 from storage.sqlite.outbox import INSERT_ATTEMPT, INSERT_JOBS, UPDATE_JOB
+from storage.sqlite.reader import sqlite_params
 
 log = logging.getLogger("airudder_receiver.writer")
 
@@ -145,6 +146,9 @@ def _write_records(records: Sequence[Record], route: outbox.Router | None, db: s
     if batch.attempts:
         db.executemany(INSERT_ATTEMPT, [outbox.attempt_values(a) for a in batch.attempts])
         db.executemany(UPDATE_JOB, [outbox.job_update_values(a) for a in batch.attempts])
+    for record in batch.steering:
+        for statement, params in outbox.steering(sqlite_params, record):
+            db.execute(statement, params.values)
     if batch.rejects:
         db.executemany(
             _INSERT_REJECT,

@@ -12,7 +12,7 @@ from collections.abc import Collection
 import aiosqlite
 
 from storage import outbox
-from storage.outbox import Backlog, Claimed, Selection
+from storage.outbox import Backlog, Claimed, Job, Selection
 from storage.sqlite.connection import write_transaction
 from storage.sqlite.reader import SqliteReader
 
@@ -33,7 +33,7 @@ INSERT INTO forward_attempts (job_id, attempted_at, status, seconds, error)
 SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM forward_jobs WHERE id = ?)
 """
 UPDATE_JOB = """
-UPDATE forward_jobs SET attempts = attempts + 1, state = ?, next_attempt_at = ?, last_attempt_at = ?,
+UPDATE forward_jobs SET attempts = attempts + ?, state = ?, next_attempt_at = ?, last_attempt_at = ?,
     delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END, last_error = ?
 WHERE id = ?
 """
@@ -45,22 +45,40 @@ class SqliteOutbox:
     def __init__(self, reader: SqliteReader) -> None:
         self._reader = reader
 
-    async def claim(self, destination: str, limit: int, skip: Collection[int], lease: float) -> Claimed:
+    async def claim(self, destination: str, limit: int, skip: Collection[int], lease: float, per_call: bool) -> Claimed:
+        now = time.time()
         p = self._reader.params()
+
+        def pending() -> str:
+            ordered = f" AND {outbox.NO_EARLIER_VERSION_PENDING}" if per_call else ""
+            return (
+                f"SELECT {outbox.job_fields()} FROM {outbox.JOB_SOURCE} WHERE j.state = 'pending'"
+                f" AND j.destination = {p(destination)} AND j.id NOT IN ({p.many(list(skip))}){ordered}"
+            )
+
+        # The due jobs tried before, then every pending job soonest first: the first not yet due says when
+        # to look again. One read; a job in both parts is taken once.
         rows = await self._reader.fetch(
-            f"SELECT {outbox.job_fields()} FROM {outbox.JOB_SOURCE} WHERE j.state = 'pending'"
-            f" AND j.destination = {p(destination)} AND j.id NOT IN ({p.many(list(skip))})"
-            f" ORDER BY j.next_attempt_at, j.id LIMIT {p(limit)}",
+            f"SELECT * FROM (SELECT 0, * FROM ({pending()} AND {outbox.TRIED} AND j.next_attempt_at <= {p(now)}"
+            f" ORDER BY j.next_attempt_at LIMIT {p(limit)}))"
+            f" UNION ALL SELECT * FROM (SELECT 1, * FROM ({pending()} ORDER BY j.next_attempt_at, j.id"
+            f" LIMIT {p(limit)})) ORDER BY 1, 6, 2",
             p,
         )
-        now = time.time()
-        jobs = [outbox.job_of(row) for row in rows]
-        due = [job for job in jobs if job.next_attempt_at <= now]
-        waiting = jobs[len(due) :]
+        found: dict[int, Job] = {}
+        for row in rows:
+            job = outbox.job_of(row[1:])
+            found.setdefault(job.id, job)
+        jobs = list(found.values())
+        due = [job for job in jobs if job.next_attempt_at <= now][:limit]
+        waiting = [job for job in jobs if job.next_attempt_at > now]
         return Claimed(due, waiting[0].next_attempt_at if waiting else None)
 
     async def backlog(self) -> dict[str, Backlog]:
         return await outbox.backlog(self._reader)
+
+    async def pauses(self) -> dict[str, tuple[float | None, str]]:
+        return await outbox.pauses(self._reader)
 
     async def close(self) -> None:
         await self._reader.close()
@@ -87,4 +105,11 @@ class SqliteReplays:
                     " WHERE id = ?",
                     [(time.time(), job_id) for job_id in ids],
                 )
+                ended = self._reader.params()
+                await self._reader.conn.execute(outbox.end_pauses_of(ended, ids), ended.values)
         return len(ids), ids[-1] if ids else after
+
+    async def resume(self, destination: str) -> bool:
+        async with write_transaction(self._reader.conn, self._lock_wait):
+            cursor = await self._reader.conn.execute("DELETE FROM forward_pauses WHERE destination = ?", (destination,))
+            return cursor.rowcount > 0

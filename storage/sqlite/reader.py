@@ -15,12 +15,17 @@ def _question_mark(_: int) -> str:
     return "?"
 
 
+def sqlite_params() -> Params:
+    """Values for a statement in SQLite's placeholder style."""
+    return Params(_question_mark)
+
+
 class SqliteReader:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
 
     def params(self) -> Params:
-        return Params(_question_mark)
+        return sqlite_params()
 
     async def fetch(self, sql: str, params: Params | None = None) -> list[Row]:
         return list(await self.conn.execute_fetchall(sql, values_of(params)))

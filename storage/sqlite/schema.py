@@ -172,6 +172,26 @@ FORWARDING = Migration(
     ),
 )
 
+# Steering forwarding, as in storage/postgres/schema.py: a destination's pause is kept where the command
+# line, the API and every receiver see it (paused_until NULL: until forward resume); jobs tried before
+# have an index of their own, so the due retries (and a paused destination's probe) are found first
+# without walking the never-tried ones.
+FORWARD_STEERING = Migration(
+    "0007_forward_steering",
+    (
+        """
+        CREATE TABLE forward_pauses (
+            destination TEXT PRIMARY KEY,
+            paused_at TEXT NOT NULL,
+            paused_until REAL,
+            reason TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX forward_jobs_tried ON forward_jobs (destination, next_attempt_at)"
+        " WHERE state = 'pending' AND last_attempt_at IS NOT NULL",
+    ),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     INITIAL,
     REJECTS_REPROCESSED,
@@ -179,6 +199,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     FEED_INDEXES,
     NAME_INDEXES,
     FORWARDING,
+    FORWARD_STEERING,
 )
 # What ``PRAGMA user_version`` reads once this program has migrated a file.
 SCHEMA_VERSION = len(MIGRATIONS)
