@@ -59,14 +59,35 @@ def prune(folder: Path, db_path: Path, keep: int) -> list[Path]:
     return old
 
 
+# SQLite's files beside the database: replacing one under a running receiver loses what it holds (the
+# -wal holds every commit since the last checkpoint).
+COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _live_file(dest: Path, source: Path) -> str | None:
+    """What ``dest`` is of the live database, in words, or None when it is none of its files."""
+    where = source.resolve()
+    live = {where: "the database itself"}
+    live.update({where.with_name(where.name + end): f"the {end} file of the database {source}" for end in COMPANIONS})
+    # By name: a companion that is not there at this moment is there again as soon as SQLite opens the file.
+    if dest.resolve() in live:
+        return live[dest.resolve()]
+    # By identity: another name of the same file (a hard link).
+    if dest.exists():
+        for path, what in live.items():
+            if path.exists() and dest.samefile(path):
+                return what
+    return None
+
+
 def _check_destination(dest: Path, source: Path, force: bool) -> None:
     if not dest.parent.is_dir():
         raise CommandFailed(f"the folder {dest.parent} does not exist")
-    if dest.exists() or dest.is_symlink():
-        if dest.exists() and dest.samefile(source):
-            raise CommandFailed(f"{dest} is the database itself")
-        if not force:
-            raise CommandFailed(f"{dest} exists; add --force to replace it")
+    what = _live_file(dest, source)
+    if what is not None:
+        raise CommandFailed(f"{dest} is {what}")
+    if (dest.exists() or dest.is_symlink()) and not force:
+        raise CommandFailed(f"{dest} exists; add --force to replace it")
 
 
 def _sync(path: Path) -> None:
@@ -126,6 +147,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         dest = Path(args.dest)
     _check_destination(dest, source, args.force)
+    # Opened before the copy begins, so that a database it cannot read is named as such, not as a copy that
+    # failed.
+    asyncio.run(database.require_data())
     with progress("backup", 0 if on_terminal() else None, unit="pages") as shown:
         copied = _write_copy(database, dest, shown)
     removed = prune(dest.parent, source, args.keep or settings.backup_keep) if into_folder else []
