@@ -90,7 +90,7 @@ def _check_destination(dest: Path, source: Path, force: bool) -> None:
         raise CommandFailed(f"{dest} exists; add --force to replace it")
 
 
-def _sync(path: Path) -> None:
+def sync(path: Path) -> None:
     """fsync a file or a folder (the folder makes the rename durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -113,9 +113,9 @@ def _write_copy(database: Database, dest: Path, shown: Progress) -> Copied:
             shown.advance(done - shown.done)
 
         copied = asyncio.run(database.backup(str(partial), step))
-        _sync(partial)
+        sync(partial)
         os.replace(partial, dest)
-        _sync(dest.parent)
+        sync(dest.parent)
     except BaseException as exc:
         for leftover in (partial, *(partial.with_name(partial.name + end) for end in ("-journal", "-wal", "-shm"))):
             leftover.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from plumbing import drill_state
 from plumbing.version import VERSION
 from storage.forwarding import Backlog
 from storage.records import Outcome, Record
@@ -110,6 +111,18 @@ class Metrics:
             "airudder_receiver_database_bytes", "Size of the SQLite file and its write-ahead log.", registry=r
         )
         database.set_function(lambda: _file_bytes(db_path) + _file_bytes(db_path + "-wal"))
+        # Written by the drill command (a timer beside the receiver), read at each scrape.
+        drilled = Gauge(
+            "airudder_receiver_drill_success_timestamp_seconds",
+            "Unix time the last successful restore drill finished (0: none yet).", registry=r,
+        )  # fmt: skip
+        drilled.set_function(lambda: drill_state.last_success_timestamp(db_path))
+        drill_age = Gauge(
+            "airudder_receiver_drill_newest_push_age_seconds",
+            "Age of the newest push that the last successful restore drill found in the replica (NaN: no drill).",
+            registry=r,
+        )  # fmt: skip
+        drill_age.set_function(lambda: drill_state.newest_push_age(db_path))
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(lambda: float(depth()))

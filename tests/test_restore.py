@@ -1,0 +1,144 @@
+"""restore and drill against a real Litestream replica: the lost machine, the empty generation, the feed after.
+
+The scenario of a lost VM: pushes are replicated, then Litestream falls behind (here: it is stopped) while
+the receiver acknowledges more, and the machine dies. On the new machine the services were started before
+the restore, so the replica's newest generation is an empty file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from storage.restored import SEQ_JUMP
+from tests.litestream_run import config_for, generation_count, replicating, wait_for
+from tests.load import Tally, deliver_all
+from tests.process import run_server_to_exit, running_server
+from tests.support import free_port, get, post, rows, sample
+from tests.test_consumer_example import TOKEN, consumer, wait_for_state
+from tests.tools import litestream
+
+# deploy/litestream.yml's sync-interval (1 s), with a margin.
+SYNC_SECONDS = 2.5
+RECEIVER_CONFIG = "busy_timeout_ms = 5000\n"  # what docs/operations.md asks for beside Litestream
+
+
+def restore(tmp_path: Path, config: Path, db: Path, *more: str) -> tuple[int, str, str]:
+    done = run_server_to_exit(
+        tmp_path, "restore", "--db", str(db), "--litestream", str(litestream()), "--litestream-config", str(config),
+        *more,
+    )  # fmt: skip
+    return done.returncode, done.stdout, done.stderr
+
+
+def pushes(url: str, prefix: str, count: int) -> None:
+    tally = Tally()
+    asyncio.run(deliver_all(url, [f"{prefix}-{n}" for n in range(count)], tally, concurrency=4))
+    assert [a.status for a in tally.answers] == [200] * count, tally.kinds
+
+
+@pytest.fixture
+def lost_machine(tmp_path: Path) -> tuple[Path, Path, int]:
+    """(db, litestream config, the largest seq the lost machine handed out), after the loss."""
+    live = tmp_path / "live"
+    db = live / "pushes.sqlite3"
+    replica = tmp_path / "replica"
+    config = config_for(tmp_path, db, replica, free_port())
+    receiver_config = tmp_path / "receiver.toml"
+    receiver_config.write_text(RECEIVER_CONFIG)
+    log = tmp_path / "litestream.log"
+    with running_server(tmp_path, db, "--config", str(receiver_config)) as server:
+        url = f"{server.url}/push"
+        with replicating(config, log) as streamer:
+            wait_for("no snapshot in the replica", lambda: generation_count(replica) == 1, 20, log)
+            pushes(url, "replicated", 200)
+            time.sleep(SYNC_SECONDS)  # copied by the next sync
+            # Litestream falls behind: it copies no more (killed, so it cannot copy what is left).
+            streamer.send_signal(signal.SIGKILL)
+            streamer.wait(timeout=10)
+        pushes(url, "lost", 60)
+        lost_max = rows(db, "SELECT max(seq) FROM pushes")[0][0]
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=10)
+    # The disk went with the machine.
+    shutil.rmtree(live)
+    # The new machine: its services start before anyone restores, and Litestream replicates the empty file.
+    with running_server(tmp_path, db) as server, replicating(config, log):
+        wait_for("no second generation", lambda: generation_count(replica) == 2, 20, log)
+        assert server.stop() == 0
+    return db, config, int(lost_max)
+
+
+@pytest.mark.timeout(120)
+def test_restore_takes_the_generation_with_the_data_and_the_feed_skips_no_new_push(
+    tmp_path: Path, lost_machine: tuple[Path, Path, int]
+) -> None:
+    db, config, lost_max = lost_machine
+    # Litestream's own choice is the newest generation: the empty one.
+    plain = tmp_path / "plain.sqlite3"
+    assert run_litestream_restore(config, db, plain) == 0
+    assert rows(plain, "SELECT count(*) FROM pushes")[0][0] == 0
+
+    # While a receiver has the file open, restore refuses and changes nothing.
+    with running_server(tmp_path, db) as server:
+        code, out, err = restore(tmp_path, config, db, "--force")
+        assert (code, out) == (2, "")
+        assert err == (
+            f"airudder-receiver: restore: {db} is open in another process (the receiver or Litestream): stop them"
+            " first, systemctl stop airudder-receiver airudder-receiver-litestream\n"
+        )
+        assert server.stop() == 0
+    code, out, err = restore(tmp_path, config, db)
+    assert (code, out) == (2, "")
+    assert "exists; add --force" in err
+
+    code, out, err = restore(tmp_path, config, db, "--force")
+    assert (code, err) == (0, ""), err
+    lines = out.splitlines()
+    assert len(lines) == 3, out
+    assert lines[0].startswith(f"{db}: 200 pushes restored from generation ")
+    assert "(also found: " in lines[0]
+    assert " (0 pushes)" in lines[0]
+    assert re.fullmatch(r"newest push: seq 200, received \S+Z, [\d.]+ s before this restore; .*", lines[1]), lines[1]
+    next_seq = 200 + SEQ_JUMP + 1
+    assert lines[2].startswith(f"integrity_check: ok; the next push is numbered {next_seq} (seq 201 to ")
+    assert tuple(rows(db, "SELECT count(*), max(seq) FROM pushes")[0]) == (200, 200)
+    assert rows(db, "PRAGMA integrity_check")[0][0] == "ok"
+    (gap,) = json.loads(rows(db, "SELECT value FROM meta WHERE key = 'feed_gaps'")[0][0])
+    assert (gap["after_seq"], gap["next_seq"]) == (200, next_seq)
+    # The empty file that was there is kept aside, not deleted.
+    assert [p.name for p in db.parent.iterdir() if ".before-restore-" in p.name]
+    assert lost_max == 260  # the consumer below may have seen these 60 before the machine died
+
+    # A consumer that had seen the lost pushes resumes from its cursor, past the restored maximum.
+    state, output = tmp_path / "last_seq.txt", tmp_path / "consumer.out"
+    state.write_text(str(lost_max))
+    with running_server(tmp_path, db, env={"AIRUDDER_RECEIVER_API_TOKEN": TOKEN}) as server:
+        url = f"{server.url}/push"
+        assert post(url, orjson.dumps(sample(call_id="lost-0")))[0] == 200  # sent again by its sender
+        with consumer(tmp_path, server.url, output):
+            pushes(url, "after", 30)
+            wait_for_state(state, next_seq + 30)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        status, body = get(f"{server.url}/api/pushes?after=0&limit=1000", headers=headers)[:2]
+        assert status == 200
+        assert server.stop() == 0
+    seen = [line.split()[1] for line in output.read_text().splitlines()]
+    assert sorted(seen) == sorted(["lost-0", *(f"after-{n}" for n in range(30))])
+    numbers = [item["seq"] for item in orjson.loads(body)["items"]]
+    assert numbers == [*range(1, 201), *range(next_seq, next_seq + 31)]
+
+
+def run_litestream_restore(config: Path, db: Path, out: Path) -> int:
+    return subprocess.run(
+        [litestream(), "restore", "-config", str(config), "-o", str(out), str(db)], capture_output=True, timeout=60
+    ).returncode
