@@ -142,3 +142,84 @@ def run_litestream_restore(config: Path, db: Path, out: Path) -> int:
     return subprocess.run(
         [litestream(), "restore", "-config", str(config), "-o", str(out), str(db)], capture_output=True, timeout=60
     ).returncode
+
+
+@pytest.mark.timeout(90)
+def test_drill_passes_while_litestream_keeps_up_and_fails_with_a_metric_when_it_lags(tmp_path: Path) -> None:
+    db = tmp_path / "live" / "pushes.sqlite3"
+    replica = tmp_path / "replica"
+    metrics_port = free_port()
+    config = config_for(tmp_path, db, replica, metrics_port)
+    receiver_config = tmp_path / "receiver.toml"
+    receiver_config.write_text(RECEIVER_CONFIG)
+    log = tmp_path / "litestream.log"
+
+    def drill(*more: str) -> tuple[int, str, str]:
+        done = run_server_to_exit(
+            tmp_path, "drill", "--db", str(db), "--litestream", str(litestream()),
+            "--litestream-config", str(config), *more,
+        )  # fmt: skip
+        return done.returncode, done.stdout, done.stderr
+
+    def receiver_metrics(url: str) -> dict[str, float]:
+        status, body = get(f"{url}/metrics")
+        assert status == 200
+        found = re.findall(r"^(airudder_receiver_drill_\w+) (\S+)$", body.decode(), re.MULTILINE)
+        return {name: float(value) for name, value in found}
+
+    with running_server(tmp_path, db, "--config", str(receiver_config)) as server:
+        url = f"{server.url}/push"
+        before = receiver_metrics(server.url)
+        assert before["airudder_receiver_drill_success_timestamp_seconds"] == 0
+        assert (
+            before["airudder_receiver_drill_newest_push_age_seconds"]
+            != before["airudder_receiver_drill_newest_push_age_seconds"]
+        )  # NaN: no drill yet
+        with replicating(config, log) as streamer:
+            wait_for("no snapshot in the replica", lambda: generation_count(replica) == 1, 20, log)
+            pushes(url, "kept", 50)
+            time.sleep(SYNC_SECONDS)
+            code, out, err = drill()
+            assert (code, err) == (0, ""), err
+            assert re.fullmatch(
+                r"drill: generation \w+ of replica file restored and checked in [\d.]+ s: 50 pushes, the newest seq 50"
+                r" received \S+Z; lag 0\.0 s \(limit 60 s\)\n",
+                out,
+            ), out
+            # Litestream's own metrics, where deploy/litestream.yml puts them.
+            status, body = get(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert status == 200
+            litestream_metrics = body.decode()
+            assert "litestream_replica_wal_index{" in litestream_metrics
+            assert (
+                "litestream_sync_error_count{" in litestream_metrics or "litestream_sync_error_n" in litestream_metrics
+            )
+            streamer.send_signal(signal.SIGKILL)  # replication stops
+            streamer.wait(timeout=10)
+        passed = receiver_metrics(server.url)
+        assert passed["airudder_receiver_drill_success_timestamp_seconds"] > 0
+        assert 0 <= passed["airudder_receiver_drill_newest_push_age_seconds"] < 30
+        pushes(url, "unreplicated", 5)
+        time.sleep(1.5)
+        code, out, err = drill("--max-lag", "1")
+        assert code == 2
+        assert re.search(r"; lag [\d.]+ s \(limit 1 s\)\n$", out), out
+        assert re.fullmatch(
+            r"airudder-receiver: drill: the replica lags the live database by [\d.]+ s, more than 1 s\n", err
+        ), err
+        failed = receiver_metrics(server.url)
+        # The last successful drill is still the first one: its newest push only grows older.
+        assert (
+            failed["airudder_receiver_drill_success_timestamp_seconds"]
+            == passed["airudder_receiver_drill_success_timestamp_seconds"]
+        )
+        assert (
+            failed["airudder_receiver_drill_newest_push_age_seconds"]
+            > passed["airudder_receiver_drill_newest_push_age_seconds"]
+        )
+        assert server.stop() == 0
+    state = json.loads(Path(f"{db}.drill.json").read_text())
+    assert state["last"]["ok"] is False
+    assert state["last_success"]["replica_newest_seq"] == 50
+    # The drill's temporary files are gone.
+    assert not [p for p in db.parent.iterdir() if ".drill-" in p.name]

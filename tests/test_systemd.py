@@ -98,6 +98,27 @@ def test_backup_units_copy_the_receivers_file_nightly_as_its_user() -> None:
     assert timer["Persistent"] == "true"
 
 
+def test_drill_units_restore_the_replica_as_the_receivers_user_on_a_timer() -> None:
+    receiver = _unit()["Service"]
+    litestream = _unit(DEPLOY / "airudder-receiver-litestream.service")["Service"]
+    drill = _unit(DEPLOY / "airudder-receiver-drill.service")["Service"]
+    assert drill["Type"] == "oneshot"
+    assert (drill["DynamicUser"], drill["User"]) == ("yes", UNIT.stem)
+    # The database folder (the restored copy, the result for /metrics) and the replica folder.
+    assert drill["StateDirectory"].split() == litestream["StateDirectory"].split()
+    assert receiver["StateDirectory"] in drill["StateDirectory"].split()
+    command = drill["ExecStart"].split()
+    assert command[1:4] == ["drill", "--config", DEPLOYED_CONFIG]
+    # The binary that Litestream's own unit runs, with its settings and S3 keys.
+    assert command[command.index("--litestream") + 1] == litestream["ExecStart"].split()[0]
+    config = litestream["ExecStart"].split()[litestream["ExecStart"].split().index("-config") + 1]
+    assert command[command.index("--litestream-config") + 1] == config
+    assert drill["EnvironmentFile"] == litestream["EnvironmentFile"]
+    timer = _unit(DEPLOY / "airudder-receiver-drill.timer")["Timer"]
+    assert timer["OnCalendar"] == "00/6:45"
+    assert timer["Persistent"] == "true"
+
+
 def test_unit_declares_the_service_contract() -> None:
     service = _unit()["Service"]
     assert service["Type"] == "notify"
