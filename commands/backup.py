@@ -1,5 +1,10 @@
 """``backup``: a consistent copy of the live database, taken while the receiver keeps serving.
 
+With ``--from-replica`` the copy is Litestream's replica restored (commands/replica.py), not a read of the
+live file: beside Litestream a long read holds up its forced checkpoints, and with them the receiver's
+commits; restoring the replica reads nothing of the live file but the newest push, to check the copy is
+current.
+
 DEST is a file, or an existing folder: there the copy is named after the database and the UTC time
 (``pushes-2026-12-02T031500Z.sqlite3``), and only the newest ``--keep`` (setting ``backup_keep``) of
 those dated copies stay. The copy is written under a hidden temporary name in DEST's folder, checked
@@ -12,12 +17,15 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from commands.progress import Progress, on_terminal, progress
+from commands.replica import add_litestream_arguments, add_max_lag_argument, lag_seconds, restore_best
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
 from storage.backup import Copied
@@ -42,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep", type=_positive, help="with a folder DEST: dated copies to keep, the newest (default: backup_keep)"
     )
+    parser.add_argument(
+        "--from-replica", action="store_true",
+        help="copy Litestream's replica (restored, checked, no older than --max-lag) instead of reading the live file",
+    )  # fmt: skip
+    add_litestream_arguments(parser)
+    add_max_lag_argument(parser)
 
 
 def dated_name(db_path: Path, when: datetime) -> str:
@@ -127,6 +141,29 @@ def _write_copy(database: Database, dest: Path, shown: Progress) -> Copied:
     return copied
 
 
+def _copy_from_replica(args: argparse.Namespace, source: Path, dest: Path) -> Copied:
+    started = time.time()
+    try:
+        work = tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-")
+    except OSError as exc:
+        raise CommandFailed(f"cannot write in {dest.parent}: {exc.strerror}") from None
+    try:
+        restored = restore_best(args, source, Path(work))
+        lag = lag_seconds(source, restored.contents, started)
+        if lag > args.max_lag:
+            raise CommandFailed(
+                f"the replica lags the database by {lag:.1f} s, more than {args.max_lag:g} s: see to Litestream,"
+                " or copy the live file (backup without --from-replica)"
+            )
+        restored.path.chmod(0o600)
+        sync(restored.path)
+        os.replace(restored.path, dest)
+        sync(dest.parent)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Copied(restored.contents.pushes, restored.contents.rejects)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     source = Path(settings.db_path)
@@ -150,8 +187,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # Opened before the copy begins, so that a database it cannot read is named as such, not as a copy that
     # failed.
     asyncio.run(database.require_data())
-    with progress("backup", 0 if on_terminal() else None, unit="pages") as shown:
-        copied = _write_copy(database, dest, shown)
+    if args.from_replica:
+        copied = _copy_from_replica(args, source, dest)
+    else:
+        with progress("backup", 0 if on_terminal() else None, unit="pages") as shown:
+            copied = _write_copy(database, dest, shown)
     removed = prune(dest.parent, source, args.keep or settings.backup_keep) if into_folder else []
     print(
         f"{dest}: {copied.pushes} pushes, {copied.rejects} rejects, {dest.stat().st_size} bytes,"

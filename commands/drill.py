@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from commands.replica import add_litestream_arguments, epoch, first_push_after, restore_best
+from commands.replica import add_litestream_arguments, add_max_lag_argument, epoch, lag_seconds, restore_best
 from plumbing.drill_state import Drill, record
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
@@ -25,25 +25,10 @@ from storage.database import Database
 NAME = "drill"
 HELP = "restore Litestream's replica to a temporary file, check it, fail when it lags the live database"
 
-MAX_LAG = 60.0
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return value
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_litestream_arguments(parser)
-    parser.add_argument(
-        "--max-lag", type=_seconds, default=MAX_LAG, metavar="SECONDS",
-        help=f"fail when the replica misses a push stored longer ago than this (default: {MAX_LAG:.0f})",
-    )  # fmt: skip
+    add_max_lag_argument(parser)
 
 
 def _failed(db_path: str, problem: str) -> CommandFailed:
@@ -68,10 +53,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     assert found.newest_seq is not None
     assert found.newest_at is not None
     try:
-        missing_since = first_push_after(db, found.newest_seq)
+        lag = lag_seconds(db, found, started)
     except sqlite3.Error as exc:
         raise _failed(settings.db_path, f"cannot read the live database {db}: {exc}") from None
-    lag = max(0.0, started - epoch(missing_since)) if missing_since else 0.0
     ok = lag <= args.max_lag
     problem = None if ok else f"the replica lags the live database by {lag:.1f} s, more than {args.max_lag:g} s"
     record(settings.db_path, Drill(time.time(), ok, epoch(found.newest_at), found.newest_seq, lag, problem))

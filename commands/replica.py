@@ -22,6 +22,8 @@ LITESTREAM = "/usr/local/bin/litestream"
 LITESTREAM_CONFIG = "/etc/airudder-receiver/litestream.yml"
 # A restore of a large replica downloads and replays it all.
 LITESTREAM_SECONDS = 3600
+# How far behind the live database a replica may be, by default, before a copy of it is refused.
+MAX_LAG = 60.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Generation:
 @dataclass(frozen=True)
 class Contents:
     pushes: int
+    rejects: int
     newest_seq: int | None
     # first_received_at of the newest push: seq follows commit order, so it is the last new call stored.
     newest_at: str | None
@@ -55,6 +58,23 @@ def add_litestream_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Litestream's settings, naming the database and its replicas (default: {LITESTREAM_CONFIG})",
     )  # fmt: skip
     parser.add_argument("--litestream", default=LITESTREAM, metavar="PATH", help=f"the binary (default: {LITESTREAM})")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def add_max_lag_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-lag", type=_seconds, default=MAX_LAG, metavar="SECONDS",
+        help=f"fail when the replica misses a push stored longer ago than this (default: {MAX_LAG:.0f})",
+    )  # fmt: skip
 
 
 def _litestream(args: argparse.Namespace, *command: str) -> str:
@@ -88,12 +108,13 @@ def contents(path: Path) -> Contents:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         if not conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'pushes'").fetchone():
-            return Contents(0, None, None)
+            return Contents(0, 0, None, None)
         (pushes,) = conn.execute("SELECT count(*) FROM pushes").fetchone()
+        (rejects,) = conn.execute("SELECT count(*) FROM rejects").fetchone()
         newest = conn.execute("SELECT seq, first_received_at FROM pushes ORDER BY seq DESC LIMIT 1").fetchone()
     finally:
         conn.close()
-    return Contents(int(pushes), *(newest if newest else (None, None)))
+    return Contents(int(pushes), int(rejects), *(newest if newest else (None, None)))
 
 
 def first_push_after(path: Path, seq: int) -> str | None:
@@ -104,6 +125,13 @@ def first_push_after(path: Path, seq: int) -> str | None:
     finally:
         conn.close()
     return str(row[0]) if row else None
+
+
+def lag_seconds(live: Path, restored: Contents, started: float) -> float:
+    """How long the oldest push that the restored copy misses had been in the live database at ``started``
+    (Unix time; 0: it misses none). The pushes stored since ``started`` do not count: the copy began then."""
+    missing_since = first_push_after(live, restored.newest_seq or 0)
+    return max(0.0, started - epoch(missing_since)) if missing_since else 0.0
 
 
 def epoch(stored: str) -> float:
