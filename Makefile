@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 .PHONY: run test lint system-packages bench profile clean
 
 # make run installs the package itself, not an editable link to this folder: that build is the one
-# setuptools makes without warnings. Any change to what is installed installs it again.
-SOURCES := pyproject.toml server.py $(shell find handlers storage commands plumbing -type f -not -path '*/__pycache__/*')
+# setuptools makes without warnings. Any change to what is installed installs it again: the packages are
+# read from pyproject.toml's include list, so a new package cannot be left out here.
+PACKAGES := $(shell sed -n 's/^include = \[\(.*\)\]/\1/p' pyproject.toml | tr -d '"*,')
+SOURCES := pyproject.toml server.py $(shell find $(PACKAGES) -type f -not -path '*/__pycache__/*')
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

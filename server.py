@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 
 from commands import COMMANDS, run_command
@@ -20,7 +19,7 @@ from forwarding.dispatcher import Dispatcher
 from handlers.access import ACCESS, AccessPolicy
 from handlers.errors import PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES, errors_and_access_log
 from handlers.event_hub import EventHub
-from handlers.keys import EVENTS, METRICS, READERS, READY_PROBE, REQUEST_LINES, SETTINGS, WRITER
+from handlers.keys import DATABASE, EVENTS, METRICS, READERS, READY_PROBE, REQUEST_LINES, SETTINGS, WRITER
 from handlers.metrics_registry import Metrics
 from handlers.push_lines import log_pushes
 from handlers.ready_probe import ReadyProbe
@@ -40,9 +39,9 @@ from plumbing.settings import (
 )
 from plumbing.systemd_notify import Notifier
 from plumbing.version import VERSION
-from storage.database import Database, DatabaseUnavailable
-from storage.migrations import SCHEMA_VERSION
-from storage.pg import masked
+from storage.backend import DatabaseUnavailable
+from storage.database import Database
+from storage.postgres.connection import is_postgres
 from storage.records import Outcome, Record
 
 log = logging.getLogger("airudder_receiver")
@@ -69,14 +68,17 @@ def database_context(settings: Settings) -> Any:
         writer = database.writer
         try:
             writer.add_listener(app[METRICS].on_commit)
-            if database.postgres:  # every receiver's pushes, its own included, through PostgreSQL's NOTIFY
-                await database.follow_pushes(app[EVENTS].on_pushes)
-            else:
+            # Every receiver's pushes when several share the database, else this writer's commits.
+            if not await database.follow_pushes(app[EVENTS].on_pushes):
                 writer.add_listener(app[EVENTS].on_commit)
             if settings.log_pushes:
                 writer.add_listener(log_pushes)
             app[METRICS].watch_queue(lambda: writer.depth)
+            app[METRICS].watch_database(database.size, database.health)
+            if not is_postgres(settings.db_path):
+                app[METRICS].watch_drills(settings.db_path)
             app[WRITER] = writer
+            app[DATABASE] = database
             app[READERS] = database.readers
             app.on_shutdown.append(mark_stopping)
             dispatcher = await start_dispatcher(settings, database, app[METRICS])
@@ -103,10 +105,7 @@ async def start_dispatcher(settings: Settings, database: Database, metrics: Metr
     """The forwarding dispatcher when [[forward]] destinations are configured; woken by each commit of new pushes."""
     if not settings.forward:
         return None
-    reader = await database.open_reader()
-    # Database.open_writer refused [[forward]] on PostgreSQL, which has no outbox: this is the SQLite file.
-    assert isinstance(reader, aiosqlite.Connection)
-    dispatcher = Dispatcher(settings.forward, reader, database.writer, metrics)
+    dispatcher = Dispatcher(settings.forward, await database.open_outbox(), database.writer, metrics)
     metrics.watch_destinations([d.name for d in settings.forward])
 
     def wake(records: Sequence[Record], outcomes: Sequence[Outcome], seconds: float) -> None:
@@ -130,7 +129,7 @@ async def _flush_request_lines(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_and_access_log])
     app[SETTINGS] = settings
-    app[METRICS] = Metrics(settings.db_path, PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES)
+    app[METRICS] = Metrics(PUSH_REJECT_CODES, PUSH_UNAVAILABLE_CODES)
     app[EVENTS] = EventHub()
     app[ACCESS] = AccessPolicy.from_settings(settings)
     app[READY_PROBE] = ReadyProbe()
@@ -175,6 +174,7 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
         await site.start()
         scheme = "https" if context else "http"
+        database = app[DATABASE]
         log.info(
             "airudder-receiver %s listening on %s://%s:%d%s, database %s (schema version %d), ack=%s%s",
             VERSION,
@@ -182,8 +182,8 @@ async def serve(settings: Settings) -> None:
             settings.host,
             settings.port,
             settings.push_path,
-            masked(settings.db_path),
-            SCHEMA_VERSION,
+            database.name,
+            await database.schema_version(),
             settings.ack,
             f", inspector on {local_url(scheme, settings.host, settings.port)}/" if settings.inspector else "",
         )

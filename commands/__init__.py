@@ -8,17 +8,16 @@ cannot get past; ``run_command`` says it in one sentence and exits 2.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from typing import Protocol
 
 from commands import backup, drill, export, forward, purge, reprocess_rejects, restore, send_sample, stats
 from plumbing.exits import CommandFailed, fail
 from plumbing.settings import Settings
+from storage.backend import DatabaseUnavailable
 from storage.backup import CopyDamaged
-from storage.database import DatabaseUnavailable
+from storage.database import DATABASE_ERRORS, failed
 from storage.filters import FilterError
-from storage.migrations import SchemaTooNew
-from storage.pg import PG_ERRORS, described, masked
+from storage.schema import SchemaTooNew
 from storage.writer import STORE_ERRORS
 
 
@@ -43,5 +42,5 @@ def run_command(command: Command, args: argparse.Namespace, settings: Settings) 
         return command.run(args, settings)
     except COMMAND_ERRORS as exc:
         return fail(f"{command.NAME}: {exc}")
-    except (sqlite3.Error, *PG_ERRORS) as exc:
-        return fail(f"{command.NAME}: the database {masked(settings.db_path)} failed: {described(exc)}")
+    except DATABASE_ERRORS as exc:
+        return fail(f"{command.NAME}: {failed(settings, exc)}")

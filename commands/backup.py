@@ -168,12 +168,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     source = Path(settings.db_path)
     database = Database(settings)
-    if database.postgres:
-        raise CommandFailed(
-            f"backup copies a SQLite file; for the PostgreSQL database {database.name} use pg_dump"
-            " (or the server's own base backups and WAL archiving)"
-        )
-    database.require_file()
+    database.require_copyable()
     into_folder = Path(args.dest).is_dir()
     if not into_folder and args.dest.endswith(os.sep):
         raise CommandFailed(f"the folder {args.dest} does not exist")

@@ -17,10 +17,9 @@ import orjson
 from commands.progress import on_terminal, progress
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
-from storage import forwarding
+from storage import outbox
 from storage.database import Database
 from storage.filters import parse_time
-from storage.migrations import migrate
 
 NAME = "forward"
 HELP = "forwarding: counts by destination (status), send deliveries again (replay), retry the dead ones (retry-dead)"
@@ -44,15 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for action in (status, replay, retry):
         # Also after the action (forward status --db FILE); SUPPRESS leaves the value given before it alone.
         action.add_argument("--config", default=argparse.SUPPRESS, help="TOML file (default: ./config.toml)")
-        action.add_argument("--db", dest="db_path", default=argparse.SUPPRESS, help="SQLite file")
+        action.add_argument(
+            "--db", dest="db_path", default=argparse.SUPPRESS, help="SQLite file, or a postgresql:// URL"
+        )
 
 
-def selection(args: argparse.Namespace) -> forwarding.Selection:
+def selection(args: argparse.Namespace) -> outbox.Selection:
     if args.action == "retry-dead":
-        return forwarding.Selection(dead=True, destination=args.destination)
+        return outbox.Selection(dead=True, destination=args.destination)
     if not (args.call_id or args.since or args.until or args.dead):
         raise CommandFailed("replay needs --call-id, --since/--until or --dead (retry-dead replays every dead one)")
-    return forwarding.Selection(
+    return outbox.Selection(
         call_id=args.call_id,
         since=parse_time("since", args.since) if args.since else None,
         until=parse_time("until", args.until) if args.until else None,
@@ -61,32 +62,34 @@ def selection(args: argparse.Namespace) -> forwarding.Selection:
     )
 
 
-async def replay(database: Database, chosen: forwarding.Selection) -> int:
-    if database.postgres:
-        raise CommandFailed("there is nothing to replay: the PostgreSQL storage has no forwarding outbox")
+async def _count(database: Database, chosen: outbox.Selection) -> int:
+    conn = await database.open_reader()
+    try:
+        return await outbox.count_selected(conn, chosen)
+    finally:
+        await conn.close()
+
+
+async def replay(database: Database, chosen: outbox.Selection) -> int:
     # It may bring the schema up to date, but must not make a receiver database of another program's file.
     await database.require_data()
-    conn = await database.connect_writer()
-    try:
-        await migrate(conn, database.lock_wait)
-        total = await forwarding.count_selected(conn, chosen) if on_terminal() else None
+    total = await _count(database, chosen) if on_terminal() else None
+    async with database.replays() as replays:
         done, after = 0, 0
         with progress("replay", total, unit="deliveries") as shown:
             while True:
-                count, after = await forwarding.replay_chunk(conn, database.lock_wait, chosen, after, CHUNK)
+                count, after = await replays.replay_chunk(chosen, after, CHUNK)
                 if not count:
                     break
                 done += count
                 shown.advance(count)
         return done
-    finally:
-        await conn.close()
 
 
 async def status(database: Database) -> list[dict[str, Any]]:
     conn = await database.open_reader()
     try:
-        return await forwarding.summary(conn)
+        return await outbox.summary(conn)
     finally:
         await conn.close()
 

@@ -19,9 +19,9 @@ from commands.progress import on_terminal, progress
 from handlers.payload import InvalidPush, decode, to_record
 from plumbing.settings import DRAIN_SECONDS, Settings
 from storage import queries
-from storage.connection import ReadConnection
 from storage.database import Database
 from storage.records import Outcome, ReprocessedReject
+from storage.sql import Reader
 from storage.writer import Writer
 
 NAME = "reprocess-rejects"
@@ -40,7 +40,7 @@ class Report:
     still_invalid: Counter[str] = field(default_factory=Counter)  # by the error it would get today
 
 
-async def reprocess(reader: ReadConnection, writer: Writer, advance: Callable[[int], None]) -> Report:
+async def reprocess(reader: Reader, writer: Writer, advance: Callable[[int], None]) -> Report:
     report = Report()
     after = 0
     while chunk := await queries.pending_rejects(reader, after, CHUNK_ROWS):

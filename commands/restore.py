@@ -20,8 +20,8 @@ from commands.backup import COMPANIONS, sync
 from commands.replica import add_litestream_arguments, restore_best
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
-from storage.database import Database
-from storage.restored import jump_after_restore
+from storage.postgres.connection import is_postgres
+from storage.sqlite.restored import jump_after_restore
 
 NAME = "restore"
 HELP = "rebuild the database from Litestream's replica, from the generation holding the newest push"
@@ -78,8 +78,7 @@ def _age(since: str | None, now: datetime) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    database = Database(settings)
-    if database.postgres:
+    if is_postgres(settings.db_path):
         raise CommandFailed("restore rebuilds a SQLite file from Litestream; PostgreSQL restores with its own tools")
     db = Path(settings.db_path)
     if not db.parent.is_dir():

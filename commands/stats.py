@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 
 from plumbing.settings import Settings
-from storage import queries
 from storage.database import Database
 
 NAME = "stats"
@@ -17,19 +16,22 @@ HELP = "print totals, duplicates, rejects and counts by workflow, node and inten
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the same JSON document as GET /api/stats")
+    parser.add_argument(
+        "--json", action="store_true", help="print the JSON document of GET /api/stats, with the database it read"
+    )
 
 
 async def _stats(database: Database) -> dict[str, Any]:
     conn = await database.open_reader()
     try:
-        return await queries.stats(conn)
+        return {"database": database.name, **await database.stats(conn)}
     finally:
         await conn.close()
 
 
 def render(stats: dict[str, Any]) -> str:
     lines = [
+        f"database    {stats['database']} (schema version {stats['schema_version']})",
         f"pushes      {stats['pushes']} ({stats['deliveries']} deliveries, {stats['duplicates']} duplicates,"
         f" {stats['versions']} differing versions)",
         f"received    {stats['first_push_at'] or '-'} .. {stats['last_push_at'] or '-'}",

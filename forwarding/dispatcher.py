@@ -1,9 +1,12 @@
-"""The one dispatcher: reads due forward jobs from the file in small pages and delivers them.
+"""The dispatcher: claims due forward jobs from the outbox in small pages and delivers them.
 
-Jobs live in the file (storage/forwarding.py), never in memory beyond what is being sent: each
-destination has a lane of at most ``concurrency`` deliveries being sent, and the page read for it is no
-larger than that. An attempt's outcome goes to the writer like any other record, so the one write
-connection stays the writer's. A sent job frees its slot at once (waiting for the commit would cap a lane
+Jobs live in the database (storage/outbox.py), never in memory beyond what is being sent: each
+destination has a lane of at most ``concurrency`` deliveries being sent, and the page claimed for it is no
+larger than that. Every receiver sharing a PostgreSQL database runs a dispatcher; a claim hands a job to
+one of them at a time, for a lease that ends by itself if that receiver dies.
+
+An attempt's outcome goes to the writer like any other record, so the one write connection stays the
+writer's. A sent job frees its slot at once (waiting for the commit would cap a lane
 at ``concurrency`` per commit time), but is left out of the reads until its record is committed, so it is
 never sent twice at once.
 
@@ -23,12 +26,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
-import aiosqlite
 
 from forwarding import senders
 from forwarding.schedule import retry_delay
 from plumbing.destinations import Destination
-from storage.forwarding import Backlog, Job, backlog, next_jobs
+from storage.outbox import Backlog, Job, Outbox
 from storage.records import AttemptRecord, utc_now
 from storage.writer import STORE_ERRORS, Writer
 
@@ -43,6 +45,11 @@ BUSY_QUEUE = 32
 BUSY_WAIT = 0.02
 # How long an attempt's record may wait for its commit; after that the job is simply tried again later.
 RECORD_SECONDS = 10.0
+
+
+def lease(destination: Destination) -> float:
+    """How long a claimed job stays this receiver's: its send, at most ``timeout``, and its record's commit."""
+    return destination.timeout + RECORD_SECONDS
 
 
 class Observer(Protocol):
@@ -66,11 +73,9 @@ class _Lane:
 
 
 class Dispatcher:
-    def __init__(
-        self, destinations: Sequence[Destination], reader: aiosqlite.Connection, writer: Writer, observer: Observer
-    ) -> None:
+    def __init__(self, destinations: Sequence[Destination], jobs: Outbox, writer: Writer, observer: Observer) -> None:
         self._lanes = [_Lane(d) for d in destinations]
-        self._reader = reader
+        self._outbox = jobs
         self._writer = writer
         self._observer = observer
         self._wake = asyncio.Event()
@@ -103,7 +108,7 @@ class Dispatcher:
                 )
         if self._session is not None:
             await self._session.close()
-        await self._reader.close()
+        await self._outbox.close()
 
     async def _run(self) -> None:
         next_backlog = 0.0
@@ -115,7 +120,7 @@ class Dispatcher:
                     wait = min(wait, await self._fill(lane))
                 if time.monotonic() >= next_backlog:
                     next_backlog = time.monotonic() + BACKLOG_SECONDS
-                    self._observer.observe_backlog(await backlog(self._reader))
+                    self._observer.observe_backlog(await self._outbox.backlog())
             except Exception as exc:  # the file is busy or broken: say so and look again later
                 log.error("reading forward jobs failed: %s", exc)
                 wait = POLL_SECONDS
@@ -137,15 +142,16 @@ class Dispatcher:
         # A finished delivery wakes the loop.
         if free <= 0 or (lane.sending and free < lane.capacity // 4):
             return POLL_SECONDS
-        # Jobs sent but not yet recorded are still pending in the file: they are left out.
-        for job in await next_jobs(self._reader, lane.destination.name, free, lane.unsettled):
-            if job.next_attempt_at > now:
-                return job.next_attempt_at - now
+        # Jobs sent but not yet recorded are still pending in the database: they are left out.
+        claimed = await self._outbox.claim(lane.destination.name, free, lane.unsettled, lease(lane.destination))
+        for job in claimed.jobs:
             lane.sending.add(job.id)
             lane.unsettled.add(job.id)
             task = asyncio.create_task(self._deliver(lane, job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if not claimed.jobs and claimed.next_due is not None:
+            return max(claimed.next_due - now, 0.0)
         return POLL_SECONDS
 
     async def _deliver(self, lane: _Lane, job: Job) -> None:

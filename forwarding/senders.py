@@ -18,7 +18,7 @@ import aiohttp
 from forwarding.schedule import parse_retry_after
 from forwarding.signing import webhook_headers
 from plumbing.destinations import Destination
-from storage.forwarding import Job
+from storage.outbox import Job
 
 # Statuses that say the destination as a whole is down or overloaded, not that this one push was refused.
 UNAVAILABLE_STATUSES = frozenset({408, 429, 502, 503, 504})

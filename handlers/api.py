@@ -11,10 +11,10 @@ from aiohttp import web
 
 from handlers.access import read_access
 from handlers.errors import ApiError
-from handlers.keys import READERS
-from storage import forwarding, queries
-from storage.connection import ReadConnection
+from handlers.keys import DATABASE, READERS
+from storage import outbox, queries
 from storage.filters import EXACT_FILTERS, TIME_FILTERS, parse_after, parse_int, parse_push_filter
+from storage.sql import Reader
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -41,7 +41,7 @@ def query_params(request: web.Request, allowed: Collection[str]) -> dict[str, st
 
 
 @asynccontextmanager
-async def reader(request: web.Request) -> AsyncIterator[ReadConnection]:
+async def reader(request: web.Request) -> AsyncIterator[Reader]:
     """A connection from the read pool (ReadersBusy when none comes free in time)."""
     async with request.app[READERS].connection() as conn:
         yield conn
@@ -85,7 +85,7 @@ async def show_push(request: web.Request) -> web.Response:
 async def show_stats(request: web.Request) -> web.Response:
     query_params(request, ())
     async with reader(request) as conn:
-        return json_response(await queries.stats(conn))
+        return json_response(await request.app[DATABASE].stats(conn))
 
 
 @read_access
@@ -105,10 +105,10 @@ async def list_deliveries(request: web.Request) -> web.Response:
         if params.get(name) == "":
             raise ApiError(400, "invalid_parameter", f"{name} must not be empty")
     state = params.get("state")
-    if state is not None and state not in forwarding.STATES:
-        raise ApiError(400, "invalid_parameter", f"state must be one of {', '.join(forwarding.STATES)}, not {state!r}")
-    job_filter = forwarding.JobFilter(params.get("destination"), state, params.get("call_id"), parse_after(params))
+    if state is not None and state not in outbox.STATES:
+        raise ApiError(400, "invalid_parameter", f"state must be one of {', '.join(outbox.STATES)}, not {state!r}")
+    job_filter = outbox.JobFilter(params.get("destination"), state, params.get("call_id"), parse_after(params))
     limit = page_limit(params)
     async with reader(request) as conn:
-        items = await forwarding.page_jobs(conn, job_filter, limit)
+        items = await outbox.page_jobs(conn, job_filter, limit)
     return page(items, "id")

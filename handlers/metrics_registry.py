@@ -7,9 +7,8 @@ Everything on the push path is a pre-bound child, so a push costs a dict look-up
 from __future__ import annotations
 
 import collections
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 
 from prometheus_client import (
@@ -22,10 +21,13 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from plumbing import drill_state
 from plumbing.version import VERSION
-from storage.forwarding import Backlog
+from storage.link import LinkHealth
+from storage.outbox import Backlog
 from storage.records import Outcome, Record
 
 # The *_created series double every counter and say little for a long-running service.
@@ -42,7 +44,7 @@ class Metrics:
     """``reject_codes`` and ``unavailable_codes``: every code a refused push can be counted under, each
     exported at 0 from the start so that ``rate()`` over them is 0 rather than empty."""
 
-    def __init__(self, db_path: str, reject_codes: Sequence[str], unavailable_codes: Sequence[str]) -> None:
+    def __init__(self, reject_codes: Sequence[str], unavailable_codes: Sequence[str]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         # The standard process_*, python_info and python_gc_* series, as the default registry has them.
@@ -107,20 +109,29 @@ class Metrics:
             " retry-dead).", ["destination"], registry=r,
         )  # fmt: skip
         self._destinations: set[str] = set()
-        database = Gauge(
-            "airudder_receiver_database_bytes", "Size of the SQLite file and its write-ahead log.", registry=r
+        self._database_bytes = Gauge(
+            "airudder_receiver_database_bytes",
+            "Size of the SQLite file and its write-ahead log (NaN on PostgreSQL: ask the server).",
+            registry=r,
         )
-        database.set_function(lambda: _file_bytes(db_path) + _file_bytes(db_path + "-wal"))
-        # Written by the drill command (a timer beside the receiver), read at each scrape.
+        self._link = _DatabaseLink()
+        r.register(self._link)
+
+    def watch_database(self, size: Callable[[], float], health: LinkHealth) -> None:
+        self._database_bytes.set_function(size)
+        self._link.health = health
+
+    def watch_drills(self, db_path: str) -> None:
+        """The restore drills' results, which the drill command writes beside the SQLite file."""
         drilled = Gauge(
             "airudder_receiver_drill_success_timestamp_seconds",
-            "Unix time the last successful restore drill finished (0: none yet).", registry=r,
+            "Unix time the last successful restore drill finished (0: none yet).", registry=self.registry,
         )  # fmt: skip
         drilled.set_function(lambda: drill_state.last_success_timestamp(db_path))
         drill_age = Gauge(
             "airudder_receiver_drill_newest_push_age_seconds",
             "Age of the newest push that the last successful restore drill found in the replica (NaN: no drill).",
-            registry=r,
+            registry=self.registry,
         )  # fmt: skip
         drill_age.set_function(lambda: drill_state.newest_push_age(db_path))
 
@@ -182,8 +193,22 @@ def _epoch(stored: str) -> float:
     return datetime.fromisoformat(stored.replace("Z", "+00:00")).timestamp()
 
 
-def _file_bytes(path: str) -> float:
-    try:
-        return float(os.stat(path).st_size)
-    except OSError:
-        return 0.0
+class _DatabaseLink(Collector):
+    """Whether the database answers and how many connects to it failed, read from the backend when scraped."""
+
+    def __init__(self) -> None:
+        self.health: LinkHealth | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.health is None:
+            return
+        yield GaugeMetricFamily(
+            "airudder_receiver_database_up",
+            "1 while the database answers, 0 after a failed connect until one succeeds.",
+            value=1.0 if self.health.reachable else 0.0,
+        )
+        yield CounterMetricFamily(
+            "airudder_receiver_database_connect_failures",
+            "Connects to the database that failed (each retry waits longer, up to a few seconds).",
+            value=self.health.failed_connects,
+        )

@@ -18,7 +18,7 @@ from handlers.api import (
 )
 from handlers.keys import SETTINGS
 from storage.filters import EXACT_FILTERS, MAX_SEQ, ORDERS
-from storage.forwarding import ATTEMPT_COLUMNS, JOB_COLUMNS, STATES
+from storage.outbox import ATTEMPT_COLUMNS, JOB_COLUMNS, STATES
 from storage.queries import PUSH_COLUMNS, REJECT_COLUMNS
 
 _TEXT = {"type": "string"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from storage.connection import read_snapshot
+from storage.sqlite.connection import read_snapshot
 
 # Pages per step (4 MiB at the default 4 KiB page), and a pause after each: the copy takes turns with the
 # receiver for the disk and the CPU instead of saturating them.

@@ -17,13 +17,14 @@ last seq of each page visits every push exactly once, even while pushes keep arr
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 
-from storage import forwarding
-from storage.connection import ReadConnection, read_snapshot
+from storage import outbox, sql
 from storage.filters import PushFilter
+from storage.sql import Params, Reader
 
 # The typed columns of a push, in the order pages, CSV and the docs show them.
 PUSH_COLUMNS = (
@@ -49,23 +50,18 @@ PUSH_COLUMNS = (
 )
 
 
-def _where(push_filter: PushFilter) -> tuple[str, list[Any]]:
+def _where(push_filter: PushFilter, p: Params) -> str:
     # Column names come from storage.filters.EXACT_FILTERS, never from the request.
-    clauses = ["seq > ?"]
-    params: list[Any] = [push_filter.after]
-    if push_filter.before is not None:
-        clauses.append("seq < ?")
-        params.append(push_filter.before)
-    for column, value in push_filter.equals:
-        clauses.append(f"{column} = ?")
-        params.append(value)
-    if push_filter.since is not None:
-        clauses.append("first_received_at >= ?")
-        params.append(push_filter.since)
-    if push_filter.until is not None:
-        clauses.append("first_received_at < ?")
-        params.append(push_filter.until)
-    return " AND ".join(clauses), params
+    return sql.where(
+        p,
+        (
+            ("seq > {}", push_filter.after),
+            ("seq < {}", push_filter.before),
+            *((f"{column} = {{}}", value) for column, value in push_filter.equals),
+            ("first_received_at >= {}", push_filter.since),
+            ("first_received_at < {}", push_filter.until),
+        ),
+    )
 
 
 def push_row(row: Any) -> dict[str, Any]:
@@ -79,73 +75,77 @@ def push_row(row: Any) -> dict[str, Any]:
 
 
 async def iter_pushes(
-    conn: ReadConnection, push_filter: PushFilter, *, limit: int | None = None, with_body: bool = False
+    conn: Reader, push_filter: PushFilter, *, limit: int | None = None, with_body: bool = False
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Matching pushes in seq order (or newest first), one at a time (memory stays flat however many match)."""
-    where, params = _where(push_filter)
+    p = conn.params()
     columns = ", ".join((*PUSH_COLUMNS, "body") if with_body else PUSH_COLUMNS)
-    sql = f"SELECT {columns} FROM pushes WHERE {where} ORDER BY seq{' DESC' if push_filter.newest_first else ''}"
+    where = _where(push_filter, p)
+    statement = f"SELECT {columns} FROM pushes WHERE {where} ORDER BY seq{' DESC' if push_filter.newest_first else ''}"
     if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    async with conn.execute(sql, params) as cursor:
-        async for row in cursor:
+        statement += f" LIMIT {p(limit)}"
+    # Closed here, not by the garbage collector, when the caller stops early (a pipe closed by its reader):
+    # by then the connection may be closed too.
+    async with aclosing(conn.iterate(statement, p)) as found:
+        async for row in found:
             yield push_row(row)
 
 
-async def count_pushes(conn: ReadConnection, push_filter: PushFilter) -> int:
+async def count_pushes(conn: Reader, push_filter: PushFilter) -> int:
     """How many pushes ``iter_pushes`` would yield (without a limit)."""
-    where, params = _where(push_filter)
-    ((count,),) = await conn.execute_fetchall(f"SELECT count(*) FROM pushes WHERE {where}", params)
+    p = conn.params()
+    ((count,),) = await conn.fetch(f"SELECT count(*) FROM pushes WHERE {_where(push_filter, p)}", p)
     return int(count)
 
 
-async def page_pushes(conn: ReadConnection, push_filter: PushFilter, limit: int) -> list[dict[str, Any]]:
+async def page_pushes(conn: Reader, push_filter: PushFilter, limit: int) -> list[dict[str, Any]]:
     return [item async for item in iter_pushes(conn, push_filter, limit=limit)]
 
 
-async def push_detail(conn: ReadConnection, workflow_id: str, node_id: str, call_id: str) -> dict[str, Any] | None:
+async def push_detail(conn: Reader, workflow_id: str, node_id: str, call_id: str) -> dict[str, Any] | None:
     """One call: typed columns, the body as received (null once purged), any differing versions, and its
     deliveries to forwarding destinations."""
-    async with read_snapshot(conn):  # the push and its versions from the same commit
-        async with conn.execute(
-            f"SELECT {', '.join(PUSH_COLUMNS)}, body FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?",
-            (workflow_id, node_id, call_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            return None
-        push = push_row(row)
-        versions = await conn.execute_fetchall(
-            "SELECT received_at, body FROM push_versions WHERE push_seq = ? ORDER BY id", (push["seq"],)
+    async with conn.snapshot():  # the push and its versions from the same commit
+        p = conn.params()
+        rows = await conn.fetch(
+            f"SELECT {', '.join(PUSH_COLUMNS)}, body FROM pushes"
+            f" WHERE workflow_id = {p(workflow_id)} AND node_id = {p(node_id)} AND call_id = {p(call_id)}",
+            p,
         )
-        forwarding_jobs = await forwarding.jobs_of_push(conn, push["seq"])
+        if not rows:
+            return None
+        push = push_row(rows[0])
+        p = conn.params()
+        versions = await conn.fetch(
+            f"SELECT received_at, body FROM push_versions WHERE push_seq = {p(push['seq'])} ORDER BY id", p
+        )
+        forwarding_jobs = await outbox.jobs_of_push(conn, push["seq"])
     push["versions"] = [push_row(version) for version in versions]
     # Each delivery of the push (and of its versions) to a forwarding destination, with its attempts.
     push["forwarding"] = forwarding_jobs
     return push
 
 
-async def stats(conn: ReadConnection) -> dict[str, Any]:
+async def stats(conn: Reader) -> dict[str, Any]:
     """Totals and counts by workflow, node, intention and reject reason, from one snapshot."""
-    async with read_snapshot(conn):
-        (totals,) = await conn.execute_fetchall(
+    async with conn.snapshot():
+        (totals,) = await conn.fetch(
             "SELECT count(*) AS pushes, coalesce(sum(deliveries), 0) AS deliveries,"
             " min(first_received_at) AS first_push_at, max(last_received_at) AS last_push_at FROM pushes"
         )
-        (versions,) = await conn.execute_fetchall("SELECT count(*) FROM push_versions")
-        by_workflow = await conn.execute_fetchall(
+        (versions,) = await conn.fetch("SELECT count(*) FROM push_versions")
+        by_workflow = await conn.fetch(
             "SELECT workflow_id, max(workflow_name) AS workflow_name, count(*) AS pushes"
             " FROM pushes GROUP BY workflow_id ORDER BY pushes DESC, workflow_id"
         )
-        by_node = await conn.execute_fetchall(
+        by_node = await conn.fetch(
             "SELECT workflow_id, node_id, max(node_name) AS node_name, count(*) AS pushes"
             " FROM pushes GROUP BY workflow_id, node_id ORDER BY pushes DESC, workflow_id, node_id"
         )
-        by_intention = await conn.execute_fetchall(
+        by_intention = await conn.fetch(
             "SELECT intention, count(*) AS pushes FROM pushes GROUP BY intention ORDER BY pushes DESC, intention"
         )
-        by_reason = await conn.execute_fetchall(
+        by_reason = await conn.fetch(
             "SELECT reason, count(*) AS rejects FROM rejects GROUP BY reason ORDER BY rejects DESC, reason"
         )
     return {
@@ -177,17 +177,13 @@ REJECT_COLUMNS = (
 )
 
 
-async def page_rejects(conn: ReadConnection, after: int, limit: int, reason: str | None = None) -> list[dict[str, Any]]:
+async def page_rejects(conn: Reader, after: int, limit: int, reason: str | None = None) -> list[dict[str, Any]]:
     """Rejects after ``after`` in id order; the body is given as text (bytes that are not UTF-8 replaced)."""
-    sql = f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE id > ?"
-    params: list[Any] = [after]
-    if reason is not None:
-        sql += " AND reason = ?"
-        params.append(reason)
-    sql += " ORDER BY id LIMIT ?"
-    params.append(limit)
+    p = conn.params()
+    where = sql.where(p, (("id > {}", after), ("reason = {}", reason)))
+    statement = f"SELECT {', '.join(REJECT_COLUMNS)}, body FROM rejects WHERE {where} ORDER BY id LIMIT {p(limit)}"
     items = []
-    for row in await conn.execute_fetchall(sql, params):
+    for row in await conn.fetch(statement, p):
         item = dict(row)
         item["headers"] = orjson.loads(item["headers"])
         stored = item.pop("body")
@@ -203,19 +199,19 @@ def raw_body(stored: str | bytes) -> bytes:
     return stored.encode() if isinstance(stored, str) else bytes(stored)
 
 
-_PENDING_REJECTS = "FROM rejects WHERE id > ? AND reprocessed_at IS NULL AND body IS NOT NULL"
+_PENDING_REJECTS = "FROM rejects WHERE reprocessed_at IS NULL AND body IS NOT NULL"
 
 
-async def pending_rejects(conn: ReadConnection, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+async def pending_rejects(conn: Reader, after: int, limit: int) -> list[tuple[int, str, bytes]]:
     """Rejects after id ``after`` that still have a body and were not taken in yet: (id, received_at, body)."""
-    rows = await conn.execute_fetchall(
-        f"SELECT id, received_at, body {_PENDING_REJECTS} ORDER BY id LIMIT ?",
-        (after, limit),
+    p = conn.params()
+    rows = await conn.fetch(
+        f"SELECT id, received_at, body {_PENDING_REJECTS} AND id > {p(after)} ORDER BY id LIMIT {p(limit)}", p
     )
     return [(row[0], row[1], raw_body(row[2])) for row in rows]
 
 
-async def count_pending_rejects(conn: ReadConnection) -> int:
+async def count_pending_rejects(conn: Reader) -> int:
     """How many rejects ``pending_rejects`` would yield from the start."""
-    ((count,),) = await conn.execute_fetchall(f"SELECT count(*) {_PENDING_REJECTS}", (0,))
+    ((count,),) = await conn.fetch(f"SELECT count(*) {_PENDING_REJECTS}")
     return int(count)

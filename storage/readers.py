@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from storage.connection import ReadConnection
+from storage.sql import Reader
 
 # How long a request waits for a free connection before it is refused (the client may try again).
 SLOT_WAIT_SECONDS = 5.0
@@ -25,15 +25,15 @@ class ReaderPool:
     each time, which a pool avoids. ``open`` makes a new connection.
     """
 
-    def __init__(self, open: Callable[[], Awaitable[ReadConnection]], size: int) -> None:
+    def __init__(self, open: Callable[[], Awaitable[Reader]], size: int) -> None:
         self._open = open
         self._slots = asyncio.Semaphore(size)
         self._slot_wait = SLOT_WAIT_SECONDS
-        self._idle: list[ReadConnection] = []
+        self._idle: list[Reader] = []
         self._closed = False
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[ReadConnection]:
+    async def connection(self) -> AsyncIterator[Reader]:
         """Borrow a connection; one that saw an error is closed instead of being reused."""
         async with self._slot():
             conn = self._idle.pop() if self._idle else await self._open()

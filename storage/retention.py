@@ -1,74 +1,76 @@
 """Retention: delete rows received before a cut-off, or drop only their raw bodies.
 
 Safe while the server runs: every step is a short write transaction of at most ``CHUNK_ROWS`` rows, so
-the server's writer waits at most a few milliseconds (well inside its lock wait) between steps. The
-steps are the same on both databases; ``Chunks`` is what differs (SQLite here, PostgreSQL in storage/pg.py).
+the server's writer waits at most a few milliseconds (well inside its lock wait) between steps, and after
+each step the purge pauses twice as long as the step took: it holds the write lock at most a third of the
+time, so pushes keep more than half their pace while it runs (the purge's own work also takes CPU from
+the receiver on a small machine). The steps are the same on both databases; ``Chunks`` is what differs
+(storage/sqlite/retention.py, storage/postgres/retention.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import aiosqlite
-
-from storage.connection import write_transaction
+from storage.sql import Params, Row
 
 CHUNK_ROWS = 500
+# The pause after each step, as a multiple of the step's time.
+PAUSE_PER_STEP = 2.0
 
 # Each select walks the received-time index from a cursor (time, id), so every chunk starts where the
 # last one stopped: rows whose body was already dropped are not looked at again.
 # The row with the largest seq (or reject id) is never deleted: SQLite would hand that number out again,
 # and a reader following the seq cursor would then miss the new row. See storage/queries.py.
+# Each select takes the cut-off, then the cursor's time and id, as {cutoff}, {at} and {after}.
 _OLD_PUSHES = """
 SELECT first_received_at, seq FROM pushes
-WHERE first_received_at < ? AND (first_received_at, seq) > (?, ?) AND seq < (SELECT max(seq) FROM pushes)
+WHERE first_received_at < {cutoff} AND (first_received_at, seq) > ({at}, {after})
+AND seq < (SELECT max(seq) FROM pushes)
 """
 _OLD_BODIES = """
 SELECT first_received_at, seq FROM pushes
-WHERE first_received_at < ? AND (first_received_at, seq) > (?, ?)
+WHERE first_received_at < {cutoff} AND (first_received_at, seq) > ({at}, {after})
 AND (body IS NOT NULL OR EXISTS (SELECT 1 FROM push_versions WHERE push_seq = seq))
 """
 _OLD_REJECTS = """
 SELECT received_at, id FROM rejects
-WHERE received_at < ? AND (received_at, id) > (?, ?) AND id < (SELECT max(id) FROM rejects)
+WHERE received_at < {cutoff} AND (received_at, id) > ({at}, {after}) AND id < (SELECT max(id) FROM rejects)
 """
 _OLD_REJECT_BODIES = """
 SELECT received_at, id FROM rejects
-WHERE received_at < ? AND (received_at, id) > (?, ?) AND body IS NOT NULL
+WHERE received_at < {cutoff} AND (received_at, id) > ({at}, {after}) AND body IS NOT NULL
 """
 _DELETE_VERSIONS = "DELETE FROM push_versions WHERE push_seq IN ({ids})"
 
 
 class Chunks(Protocol):
-    """One database's way to run a chunk: a write transaction, a select of (time, id) rows, and a change to
-    the rows whose ids are given (``{ids}`` in the statement), answering how many rows it changed."""
+    """One database's way to run a chunk: a write transaction, a select, and a change answering how many
+    rows it changed."""
 
     def transaction(self) -> AbstractAsyncContextManager[None]: ...
 
-    async def select(self, sql: str, cutoff: str, at: str, after_id: int) -> Sequence[Sequence[Any]]: ...
+    def params(self) -> Params: ...
 
-    async def change(self, statement: str, ids: list[int]) -> int: ...
+    async def fetch(self, sql: str, params: Params) -> list[Row]: ...
+
+    async def change(self, sql: str, params: Params) -> int: ...
 
 
-class SqliteChunks:
-    def __init__(self, conn: aiosqlite.Connection, lock_wait: float) -> None:
-        self._conn = conn
-        self._lock_wait = lock_wait
+async def _select(chunks: Chunks, template: str, cutoff: str, at: str, after: int, wrap: str = "{}") -> list[Row]:
+    p = chunks.params()
+    sql = template.format(cutoff=p(cutoff), at=p(at), after=p(after))
+    return await chunks.fetch(wrap.format(sql), p)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        async with write_transaction(self._conn, self._lock_wait):
-            yield
 
-    async def select(self, sql: str, cutoff: str, at: str, after_id: int) -> Sequence[Sequence[Any]]:
-        return list(await self._conn.execute_fetchall(sql, (cutoff, at, after_id)))
-
-    async def change(self, statement: str, ids: list[int]) -> int:
-        cursor = await self._conn.execute(statement.format(ids=",".join("?" * len(ids))), ids)
-        return cursor.rowcount
+async def _change(chunks: Chunks, statement: str, ids: list[int]) -> int:
+    p = chunks.params()
+    return await chunks.change(statement.format(ids=p.many(ids)), p)
 
 
 @dataclass
@@ -96,16 +98,18 @@ async def _chunks(chunks: Chunks, select: str, cutoff: str, statements: tuple[st
     totals = [0] * len(statements)
     cursor_at: tuple[str, int] = ("", 0)
     while True:
+        started = time.monotonic()
         async with chunks.transaction():
-            found = await chunks.select(f"{select} ORDER BY 1, 2 LIMIT {CHUNK_ROWS}", cutoff, *cursor_at)
+            found = await _select(chunks, f"{select} ORDER BY 1, 2 LIMIT {CHUNK_ROWS}", cutoff, *cursor_at)
             ids = [row[1] for row in found]
             if ids:
                 cursor_at = (found[-1][0], found[-1][1])
                 for n, statement in enumerate(statements):
-                    totals[n] += await chunks.change(statement, ids)
+                    totals[n] += await _change(chunks, statement, ids)
         advance(len(ids))
         if len(ids) < CHUNK_ROWS:
             return totals
+        await asyncio.sleep(PAUSE_PER_STEP * (time.monotonic() - started))
 
 
 def _selects(keep_typed: bool) -> tuple[str, str]:
@@ -116,7 +120,7 @@ async def count_old(chunks: Chunks, cutoff: str, keep_typed: bool) -> int:
     """How many pushes and rejects ``purge`` would go through, counted with its own selects."""
     total = 0
     for select in _selects(keep_typed):
-        ((count, _),) = await chunks.select(f"SELECT count(*), 0 FROM ({select}) AS old", cutoff, "", 0)
+        ((count,),) = await _select(chunks, select, cutoff, "", 0, "SELECT count(*) FROM ({}) AS old")
         total += int(count)
     return total
 

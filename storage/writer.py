@@ -1,15 +1,13 @@
-"""The single writer: owns the only write connection and answers every queued item.
+"""The single writer: answers every queued item, in batches, through one database's ``Batches``.
 
-Handlers call ``submit``; the writer task takes everything waiting (up to ``max_batch``), writes it in
-one ``BEGIN IMMEDIATE`` transaction, commits, and only then resolves each item's future. On SQLite the
-whole transaction (look-up, multi-row inserts, commit) is one hop to the connection's thread
-(``run_transaction``): every hop waits for a busy event loop to come round, so the batch makes one. The
-usual batch, up to ``INSERT_ROWS`` new pushes and nothing else, is a single INSERT committed on its own
-(``_insert_if_all_new``).
+Handlers call ``submit``; the writer task takes everything waiting (up to ``max_batch``), hands it to the
+backend's ``Batches.write`` (one transaction, storage/sqlite/batches.py or storage/postgres/batches.py) and
+only then resolves each item's future. The writer holds the queue, the waiting requests and the drain; it
+knows no SQL.
 
-A failed batch is answered as failed and the writer goes on; if the failure broke the connection itself,
-the writer opens a new one before the next batch. If the writer task ever ends without being closed,
-everything still queued is failed at once rather than left to time out.
+A failed batch is answered as failed and the writer goes on; the backend's ``recover`` makes sure the next
+batch has a working connection. If the writer task ever ends without being closed, everything still queued
+is failed at once rather than left to time out.
 """
 
 from __future__ import annotations
@@ -18,75 +16,14 @@ import asyncio
 import collections
 import logging
 import math
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Protocol
 
-import aiosqlite
-
-from storage import forwarding
-from storage.connection import run_transaction
-from storage.records import (
-    AttemptRecord,
-    Outcome,
-    PushRecord,
-    Record,
-    RejectRecord,
-    ReprocessedReject,
-    WriteProbe,
-    utc_now,
-)
+from storage.records import Outcome, PushRecord, Record
 
 log = logging.getLogger("airudder_receiver.writer")
-
-_INSERT_PUSHES = """
-INSERT INTO pushes (
-    workflow_id, node_id, call_id, workflow_name, node_name, case_id, callee_number, task_id,
-    robot_id, call_start_time, call_end_time, intention, hangup_type, ring_type,
-    first_received_at, last_received_at, deliveries, warnings, body_hash, body
-) VALUES """
-_PUSH_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
-# New rows go in with multi-row INSERTs of up to this many rows. sqlite3 lets go of the GIL for every
-# statement step, and the connection's thread must win it back from the event loop each time, which on a
-# busy server is the slow part: one step for many rows instead of one per row. Not more: sqlite3 caches
-# each statement text (an INSERT of 37 rows is not one of 38) with the values last bound to it, bodies
-# included, until it runs again; up to 256 rows, a flood of queued pushes left some 100 MB held in cached
-# INSERTs of every size, and up to 64 rows holds at most a few MB. At 64 connections or fewer, a batch of
-# new pushes still fits in one.
-INSERT_ROWS = 64
-_COUNT_DELIVERY = """
-UPDATE pushes SET deliveries = deliveries + 1, last_received_at = max(last_received_at, ?)
-WHERE workflow_id = ? AND node_id = ? AND call_id = ?
-"""
-_INSERT_VERSION = """
-INSERT OR IGNORE INTO push_versions (push_seq, received_at, body_hash, body)
-SELECT seq, ?, ?, ? FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?
-"""
-_INSERT_REJECT = """
-INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-"""
-_RECORD_PROBE = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_write_probe', ?)"
-_MARK_REPROCESSED = """
-UPDATE rejects SET reprocessed_at = ?,
-    reprocessed_seq = (SELECT seq FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?)
-WHERE id = ?
-"""
-
-
-def as_stored(body: bytes | None) -> str | bytes | None:
-    """A refused body as text when it is UTF-8 without NUL, so that sqlite3 and Datasette show it and JSON
-    functions read it; other bytes are kept exactly, as a BLOB."""
-    if body is None:
-        return None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return body
-    return body if "\x00" in text else text
 
 
 # Why the writer did not take an item: its queue is full, or it is not running.
@@ -124,8 +61,6 @@ _STOP = object()
 
 # Called after each commit with the batch's records, their outcomes and the seconds the write took.
 CommitListener = Callable[[Sequence[Record], Sequence[Outcome], float], None]
-
-Opener = Callable[[], Awaitable[aiosqlite.Connection]]
 
 
 class Batches(Protocol):
@@ -240,7 +175,7 @@ class Writer:
 
         Returns whether everything queued was written; if not, the rest was failed. A writer waiting for
         another process's lock is cancelled between two short lock attempts, so closing takes at most
-        ``drain_seconds`` plus one attempt (storage.connection.LOCK_ATTEMPT_MS).
+        ``drain_seconds`` plus one lock attempt (storage/sqlite/connection.py, LOCK_ATTEMPT_MS).
         """
         self._accepting = False
         self._put(_STOP)
@@ -336,218 +271,6 @@ class Writer:
                 log.error("queued push %s was acknowledged but not stored", "/".join(item.record.key))
 
 
-class SqliteBatches:
-    """Batches written to SQLite on the single write connection, reopened when a failure broke it."""
-
-    def __init__(
-        self,
-        conn: aiosqlite.Connection,
-        *,
-        lock_wait: float = 0.0,
-        reopen: Opener | None = None,
-        route: forwarding.Router | None = None,
-    ) -> None:
-        self._conn = conn
-        self._lock_wait = lock_wait
-        self._reopen = reopen
-        # Which forwarding destinations take a push; None when nothing is forwarded.
-        self._route = route
-
-    async def write(self, records: Sequence[Record]) -> list[Outcome]:
-        # The whole batch, its look-up and its commit are one hop to the connection's thread.
-        push_outcomes = await run_transaction(
-            self._conn,
-            self._lock_wait,
-            partial(_write_records, records, self._route),
-            # A forwarded push needs its jobs in the same transaction, which one statement cannot give.
-            alone=None if self._route else partial(_insert_if_all_new, records),
-        )
-        return outcomes_in_order(records, push_outcomes)
-
-    async def recover(self) -> None:
-        """After a failed batch: keep the connection if it still answers, else open a new one."""
-        if self._reopen is None or await _answers(self._conn):
-            return
-        log.error("the database connection is broken; opening a new one")
-        try:
-            conn = await self._reopen()
-        except (OSError, sqlite3.Error) as exc:
-            log.error("could not reopen the database (the next failed batch tries again): %s", exc)
-            return
-        broken, self._conn = self._conn, conn
-        try:
-            await broken.close()
-        except (ValueError, sqlite3.Error) as exc:
-            log.warning("closing the broken connection failed: %s", exc)
-
-    async def close(self) -> None:
-        await self._conn.close()
-
-
-def _write_records(records: Sequence[Record], route: forwarding.Router | None, db: sqlite3.Connection) -> list[Outcome]:
-    """Inside the batch's transaction, on the connection's thread: the pushes' outcomes, in order."""
-    pushes, rejects, probes, marks = split_batch(records)
-    attempts = [r for r in records if isinstance(r, AttemptRecord)]
-    stored = _stored_hashes(db, pushes)
-    push_outcomes, new_rows, deliveries, versions = _classify(pushes, stored)
-    for start in range(0, len(new_rows), INSERT_ROWS):
-        _insert_pushes(db, new_rows[start : start + INSERT_ROWS])
-    if deliveries:
-        db.executemany(_COUNT_DELIVERY, deliveries)
-    if versions:
-        db.executemany(_INSERT_VERSION, versions)
-    # The outbox: in this same transaction, so a stored push always has its forward jobs.
-    jobs = forwarding.job_rows(route, pushes, push_outcomes) if route else []
-    if jobs:
-        db.executemany(forwarding.INSERT_JOBS, jobs)
-    if attempts:
-        inserts, updates = forwarding.attempt_rows(attempts)
-        db.executemany(forwarding.INSERT_ATTEMPT, inserts)
-        db.executemany(forwarding.UPDATE_JOB, updates)
-    if rejects:
-        db.executemany(
-            _INSERT_REJECT,
-            [(r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, as_stored(r.body)) for r in rejects],
-        )
-    if marks:
-        # After the pushes, so that each mark finds its push's seq, and in the same commit: a reject is
-        # marked if and only if its push is stored.
-        now = utc_now()
-        db.executemany(_MARK_REPROCESSED, [(now, *m.push.key, m.reject_id) for m in marks])
-    if probes:
-        db.execute(_RECORD_PROBE, (probes[-1].received_at,))
-    return push_outcomes
-
-
-def _insert_pushes(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    db.execute(_INSERT_PUSHES + ",".join([_PUSH_VALUES] * len(rows)), [v for row in rows for v in row])
-
-
-def _insert_if_all_new(records: Sequence[Record], db: sqlite3.Connection) -> list[Outcome] | None:
-    """The usual batch, new pushes only, as ONE INSERT in autocommit mode (see ``run_transaction``).
-
-    None when the batch holds anything else, more rows than one INSERT takes, or a key twice. A key that is
-    already stored fails the INSERT as a whole (IntegrityError), and the batch goes the long way round.
-    """
-    pushes = [r for r in records if isinstance(r, PushRecord)]
-    if len(pushes) < len(records) or len(pushes) > INSERT_ROWS:
-        return None
-    outcomes, new_rows, _, _ = _classify(pushes, {})
-    if len(new_rows) < len(pushes):
-        return None
-    _insert_pushes(db, new_rows)
-    return outcomes
-
-
 def _expire(future: asyncio.Future[Outcome], seconds: float) -> None:
     if not future.done():
         future.set_exception(CommitTimeout(f"the push was not stored within {seconds:g}s"))
-
-
-def _push_of(record: PushRecord | ReprocessedReject) -> PushRecord:
-    return record.push if isinstance(record, ReprocessedReject) else record
-
-
-def split_batch(
-    records: Sequence[Record],
-) -> tuple[list[PushRecord], list[RejectRecord], list[WriteProbe], list[ReprocessedReject]]:
-    """A batch by what each record asks for, in arrival order: every push (a reprocessed reject's too), the
-    rejects, the probes, and the reprocessed rejects to mark."""
-    pushes = [_push_of(r) for r in records if isinstance(r, PushRecord | ReprocessedReject)]
-    rejects = [r for r in records if isinstance(r, RejectRecord)]
-    probes = [r for r in records if isinstance(r, WriteProbe)]
-    marks = [r for r in records if isinstance(r, ReprocessedReject)]
-    return pushes, rejects, probes, marks
-
-
-def outcomes_in_order(records: Sequence[Record], push_outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """One outcome per record: the pushes' in turn, STORED for the rest."""
-    outcomes = iter(push_outcomes)
-    return [next(outcomes) if isinstance(r, PushRecord | ReprocessedReject) else Outcome.STORED for r in records]
-
-
-def _stored_hashes(db: sqlite3.Connection, pushes: Sequence[PushRecord]) -> dict[tuple[str, str, str], set[bytes]]:
-    """For each of the batch's keys already stored: the hashes of its first body and its versions, in one query."""
-    keys = list({p.key for p in pushes})
-    if not keys:
-        return {}
-    params = [part for key in keys for part in key]
-    rows = db.execute(stored_hashes_sql(len(keys)), params).fetchall()
-    stored: dict[tuple[str, str, str], set[bytes]] = {}
-    for workflow_id, node_id, call_id, first_hash, version_hash in rows:
-        hashes = stored.setdefault((workflow_id, node_id, call_id), {first_hash})
-        if version_hash is not None:
-            hashes.add(version_hash)
-    return stored
-
-
-def stored_hashes_sql(key_count: int) -> str:
-    """One index search per key: CROSS JOIN makes SQLite loop over the keys and search pushes for each.
-
-    (A row-value ``IN (VALUES ...)`` scanned the whole table, which grew slower with every stored push.)
-    """
-    placeholders = ",".join(["(?,?,?)"] * key_count)
-    return (
-        f"SELECT p.workflow_id, p.node_id, p.call_id, p.body_hash, v.body_hash FROM (VALUES {placeholders}) AS k "
-        "CROSS JOIN pushes AS p ON p.workflow_id = k.column1 AND p.node_id = k.column2 AND p.call_id = k.column3 "
-        "LEFT JOIN push_versions AS v ON v.push_seq = p.seq"
-    )
-
-
-def _classify(
-    pushes: Sequence[PushRecord], stored: dict[tuple[str, str, str], set[bytes]]
-) -> tuple[list[Outcome], list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """Split a batch into new rows, extra deliveries and new versions, in arrival order.
-
-    ``stored`` is updated as rows and versions are added, so a body repeated inside one batch counts as a
-    duplicate, and a body equal to any stored one (first or version) adds no version.
-    """
-    outcomes: list[Outcome] = []
-    new_rows: list[tuple[object, ...]] = []
-    deliveries: list[tuple[object, ...]] = []
-    versions: list[tuple[object, ...]] = []
-    for p in pushes:
-        hashes = stored.get(p.key)
-        if hashes is None:
-            stored[p.key] = {p.body_hash}
-            outcomes.append(Outcome.NEW)
-            new_rows.append(
-                (
-                    p.workflow_id,
-                    p.node_id,
-                    p.call_id,
-                    p.workflow_name,
-                    p.node_name,
-                    p.case_id,
-                    p.callee_number,
-                    p.task_id,
-                    p.robot_id,
-                    p.call_start_time,
-                    p.call_end_time,
-                    p.intention,
-                    p.hangup_type,
-                    p.ring_type,
-                    p.received_at,
-                    p.received_at,
-                    p.warnings,
-                    p.body_hash,
-                    p.body,
-                )
-            )
-            continue
-        deliveries.append((p.received_at, *p.key))
-        if p.body_hash in hashes:
-            outcomes.append(Outcome.DUPLICATE)
-        else:
-            hashes.add(p.body_hash)
-            outcomes.append(Outcome.NEW_VERSION)
-            versions.append((p.received_at, p.body_hash, p.body, *p.key))
-    return outcomes, new_rows, deliveries, versions
-
-
-async def _answers(conn: aiosqlite.Connection) -> bool:
-    try:
-        await conn.execute_fetchall("SELECT 1")
-    except (ValueError, sqlite3.Error):  # aiosqlite raises ValueError once the connection is closed
-        return False
-    return True

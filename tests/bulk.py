@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from storage.pg import is_postgres
+from storage.postgres.connection import is_postgres
 from tests.support import execute, sqlite_file
 
 _SQLITE_PUSHES = """

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from plumbing.settings import Settings
 from server import create_app
-from storage.pg import is_postgres
+from storage.postgres.connection import is_postgres
 from tests.support import ClientFactory, seen_from
 
 

@@ -33,7 +33,7 @@ def forward_config(path: Path, *destinations: dict[str, Any], extra: str = "") -
     return path
 
 
-def job_states(db_path: Path, destination: str | None = None) -> dict[str, int]:
+def job_states(db_path: Path | str, destination: str | None = None) -> dict[str, int]:
     sql = "SELECT state, count(*) FROM forward_jobs"
     params: tuple[Any, ...] = ()
     if destination is not None:
@@ -51,7 +51,7 @@ async def until(check: Callable[[], bool], seconds: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-def all_delivered(db_path: Path, expected: int) -> Callable[[], bool]:
+def all_delivered(db_path: Path | str, expected: int) -> Callable[[], bool]:
     def check() -> bool:
         return job_states(db_path) == {"delivered": expected}
 

@@ -13,6 +13,7 @@ import glob
 import itertools
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from storage.pg import FEED_LOCK, numbered
+from storage.postgres.connection import FEED_LOCK
 from tests.support import free_port
 
 OS_USER = "airudder-pgtest"
@@ -161,6 +162,16 @@ class PgCluster:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+
+# A quoted string (left as it is) or a placeholder.
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?")
+
+
+def numbered(sql: str) -> str:
+    """A test's SQL, written once with ``?`` for both databases, with PostgreSQL's ``$1, $2, ...`` instead."""
+    count = iter(range(1, 100_000))
+    return _PLACEHOLDER.sub(lambda m: m[0] if m[0] != "?" else f"${next(count)}", sql)
 
 
 async def _fetch(url: str, sql: str, params: tuple[Any, ...]) -> list[asyncpg.Record]:

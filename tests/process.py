@@ -15,10 +15,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from plumbing.settings import DATABASE_URL_ENV
 from tests.support import free_port
 
 ROOT = Path(__file__).parent.parent
@@ -184,3 +185,15 @@ def run_on_a_terminal(cwd: Path, args: list[str], seconds: float = 60.0) -> tupl
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def two_receivers(workdir: Path, url: str, *extra_args: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two receiver processes on ``url``: the first is given it with --db, the second through the environment
+    (over a --db that names nothing, which the variable overrides)."""
+    with ExitStack() as stack:
+        first = stack.enter_context(running_server(workdir, url, *extra_args))
+        second = stack.enter_context(
+            running_server(workdir, "postgresql://nobody@127.0.0.1:1/none", *extra_args, env={DATABASE_URL_ENV: url})
+        )
+        yield first, second

@@ -27,11 +27,11 @@ from aiohttp.typedefs import Handler, Middleware
 
 from commands.send_sample import vendor_sample
 from handlers.payload import decode, to_record
-from storage import pg_schema
-from storage.connection import open_writer
-from storage.migrations import migrate
-from storage.pg import is_postgres, without_nul
+from storage.postgres import schema as pg_schema
+from storage.postgres.connection import is_postgres, without_nul
 from storage.records import PushRecord, utc_now
+from storage.sqlite.connection import open_writer
+from storage.sqlite.schema import migrate
 
 SAMPLE_BYTES = vendor_sample()
 
@@ -108,7 +108,7 @@ def rows(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[An
     if is_postgres(str(db_path)):
         from tests.pg_cluster import run_sync
 
-        return run_sync(str(db_path), sql, without_nul(params))  # U+0000 as the receiver stores it
+        return run_sync(str(db_path), sql, tuple(without_nul(params)))  # U+0000 as the receiver stores it
     with sqlite_file(db_path) as conn:
         conn.row_factory = sqlite3.Row
         return conn.execute(sql, params).fetchall()

@@ -14,7 +14,7 @@ import pytest
 
 from commands.backup import dated_name, prune
 from server import main
-from storage.migrations import MIGRATIONS
+from storage.sqlite.schema import MIGRATIONS
 from tests.bulk import add_pushes, add_reject, add_version
 from tests.load import Answer, Tally, background_load, deliver_all, push_body
 from tests.process import ROOT, run_on_a_terminal, run_server_to_exit, running_server

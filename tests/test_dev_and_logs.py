@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import tomllib
 import unicodedata
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -16,9 +18,10 @@ import pytest
 from plumbing.logs import JsonFormatter, TextFormatter, escape, resolve_format
 from plumbing.settings import ConfigError, load
 from plumbing.version import VERSION
-from storage.migrations import SCHEMA_VERSION
+from storage.postgres.schema import PG_MIGRATIONS
+from storage.sqlite.schema import SCHEMA_VERSION
 from tests.process import ROOT, console_script, run_server_to_exit, running_server
-from tests.support import SAMPLE_BYTES, free_port, get, post, sample, send
+from tests.support import SAMPLE_BYTES, free_port, get, post, rows, sample, send
 
 
 def test_dev_prints_one_readable_line_per_push(tmp_path: Path) -> None:
@@ -158,6 +161,33 @@ def test_start_up_line_names_version_schema_and_where_to_look(tmp_path: Path) ->
         f"INFO airudder-receiver {VERSION} listening on {server.url}/push, database {tmp_path / 'pushes.sqlite3'} "
         f"(schema version {SCHEMA_VERSION}), ack=committed, inspector on {server.url}/\n"
     ) in server.log()
+    # The manual shows the same line: the same words, version and schema version (its port, path and time
+    # are an example's).
+    real = _start_up_shape(next(line for line in server.log().splitlines() if " listening on " in line))
+    shown = [
+        (doc.name, _start_up_shape(line))
+        for doc in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+        for line in doc.read_text().splitlines()
+        if "INFO airudder-receiver" in line and " listening on " in line
+    ]
+    assert shown
+    assert all(shape == real for _, shape in shown), [name for name, shape in shown if shape != real]
+
+
+def test_start_up_line_on_postgresql_names_the_schema_version_it_holds(tmp_path: Path, pg_cluster: Any) -> None:
+    url = pg_cluster.new_database()
+    with running_server(tmp_path, url) as server:
+        assert server.stop() == 0
+    held = rows(url, "SELECT max(version) FROM schema_migrations")[0][0]
+    assert held == len(PG_MIGRATIONS)
+    assert f"(schema version {held}), ack=committed" in server.log()
+
+
+def _start_up_shape(line: str) -> str:
+    """A start-up line without what differs between two starts: the time, the port and the database's path."""
+    line = line[line.index("INFO ") :]
+    line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", line)
+    return re.sub(r"database \S+ \(", "database DB (", line)
 
 
 POLLED = ("/healthz", "/readyz", "/metrics", "/", "/inspector/inspector.js", "/inspector/inspector.css", "/favicon.ico")

@@ -16,7 +16,7 @@ from server import main
 from storage.queries import PUSH_COLUMNS
 from tests.bulk import add_pushes
 from tests.process import ROOT
-from tests.support import both_backends, migrated
+from tests.support import both_backends, migrated, rows
 
 # server.main() must not pick up the checkout's ./config.toml.
 pytestmark = pytest.mark.usefixtures("away_from_config")
@@ -105,15 +105,19 @@ def test_export_of_a_missing_file_creates_none(tmp_path: Path, capsys: pytest.Ca
 
 
 @both_backends
-def test_stats_prints_the_figures(db_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stats_prints_the_figures(db_path: Any, backend: str, capsys: pytest.CaptureFixture[str]) -> None:
     db = migrated(db_path)
     add_pushes(db, 12)
     assert main(["stats", "--db", str(db), "--json"]) == 0
     stats = orjson.loads(capsys.readouterr().out)
     assert (stats["pushes"], stats["duplicates"], stats["rejects"]) == (12, 0, 0)
     assert stats["by_intention"] == [{"intention": letter, "pushes": 2} for letter in "ABCDEF"]
+    # The schema version the database holds, on either backend.
+    held = rows(db, "SELECT max(version) FROM schema_migrations" if backend == "postgresql" else "PRAGMA user_version")
+    assert stats["schema_version"] == held[0][0] > 0
     assert main(["stats", "--db", str(db)]) == 0
     text = capsys.readouterr().out
+    assert f"(schema version {held[0][0]})" in text.splitlines()[0]
     assert "pushes      12 (12 deliveries, 0 duplicates" in text
     assert "      12  bulk workflow (wf)" in text
 

@@ -8,13 +8,10 @@ import asyncio
 import base64
 import dataclasses
 import random
-import sqlite3
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -28,11 +25,11 @@ from plumbing.destinations import Destination
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
 from server import create_app
-from storage import forwarding
+from storage import outbox as forwarding
 from storage.database import Database
 from storage.records import utc_text
 from tests.forward_helpers import new_secret
-from tests.support import ClientFactory, rows, sample
+from tests.support import ClientFactory, both_backends, execute, rows, sample
 
 DEFAULT = Destination(name="x", command=("true",))
 
@@ -100,6 +97,7 @@ async def store(settings: Settings, *pushes: dict[str, Any]) -> None:
         await database.close(5)
 
 
+@both_backends
 async def test_jobs_are_written_with_new_calls_and_versions_only(forward_settings: Settings) -> None:
     await store(
         forward_settings,
@@ -122,6 +120,7 @@ async def test_jobs_are_written_with_new_calls_and_versions_only(forward_setting
     assert len({r["idempotency_key"] for r in found}) == 4
 
 
+@both_backends
 async def test_deliveries_api_filters_and_pages(make_client: ClientFactory, forward_settings: Settings) -> None:
     await store(forward_settings, *(sample(call_id=str(n), intention="A") for n in range(3)))
     client = await make_client()  # no dispatcher: the settings of this app forward nothing
@@ -148,14 +147,15 @@ async def test_deliveries_api_filters_and_pages(make_client: ClientFactory, forw
     assert (await bad.json())["detail"] == "state must be one of pending, delivered, dead, not 'lost'"
 
 
+@both_backends
 async def test_replay_by_call_and_by_time_and_dead_only(forward_settings: Settings, db_path: Path) -> None:
     await store(forward_settings, *(sample(call_id=str(n), intention="A") for n in range(4)))
-    with closing(sqlite3.connect(db_path)) as conn, conn:
-        conn.execute("UPDATE forward_jobs SET state = 'dead', attempts = 21, next_attempt_at = 0")
-        conn.execute(
-            "UPDATE forward_jobs SET state = 'delivered', created_at = '2020-01-01T00:00:00.000Z'"
-            " WHERE push_seq = (SELECT seq FROM pushes WHERE call_id = '3')"
-        )
+    execute(db_path, "UPDATE forward_jobs SET state = 'dead', attempts = 21, next_attempt_at = 0")
+    execute(
+        db_path,
+        "UPDATE forward_jobs SET state = 'delivered', created_at = '2020-01-01T00:00:00.000Z'"
+        " WHERE push_seq = (SELECT seq FROM pushes WHERE call_id = '3')",
+    )
     database = Database(forward_settings)
     assert await forward_command.replay(database, forwarding.Selection(call_id="0")) == 2
     assert await forward_command.replay(database, forwarding.Selection(until="2021-01-01T00:00:00.000Z")) == 2
@@ -181,16 +181,16 @@ async def test_replay_by_call_and_by_time_and_dead_only(forward_settings: Settin
         )
 
 
+@both_backends
 async def test_purge_takes_the_jobs_and_attempts_of_what_it_deletes(forward_settings: Settings, db_path: Path) -> None:
     await store(forward_settings, sample(call_id="old", intention="A"), sample(call_id="new", intention="A"))
     old = utc_text(datetime.now(UTC) - timedelta(days=100))
-    with closing(sqlite3.connect(db_path)) as conn, conn:
-        conn.execute("UPDATE pushes SET first_received_at = ? WHERE call_id = 'old'", (old,))
-        conn.execute(
-            "INSERT INTO forward_attempts (job_id, attempted_at, status, seconds) SELECT id, ?, 500, 0.1"
-            " FROM forward_jobs",
-            (old,),
-        )
+    execute(db_path, "UPDATE pushes SET first_received_at = ? WHERE call_id = 'old'", (old,))
+    execute(
+        db_path,
+        "INSERT INTO forward_attempts (job_id, attempted_at, status, seconds) SELECT id, ?, 500, 0.1 FROM forward_jobs",
+        (old,),
+    )
     removed = await purge._run(Database(forward_settings), utc_text(datetime.now(UTC) - timedelta(days=90)), False)
     assert removed.pushes == 1
     assert rows(db_path, "SELECT count(*) FROM forward_jobs")[0][0] == 2
@@ -235,10 +235,9 @@ class _Quiet:
 async def test_no_delivery_starts_while_pushes_wait_for_the_writer(forward_settings: Settings) -> None:
     await store(forward_settings, sample(call_id="q", intention="A"))
     database = Database(forward_settings)
-    reader = await database.open_reader()
-    assert isinstance(reader, aiosqlite.Connection)
     writer = _QueueOf(dispatcher.BUSY_QUEUE + 1)
-    waiting = dispatcher.Dispatcher(forward_settings.forward, reader, writer, _Quiet())  # type: ignore[arg-type]
+    jobs = await database.open_outbox()
+    waiting = dispatcher.Dispatcher(forward_settings.forward, jobs, writer, _Quiet())  # type: ignore[arg-type]
     lane = waiting._lanes[0]
     try:
         assert await waiting._fill(lane) == dispatcher.BUSY_WAIT

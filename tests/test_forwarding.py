@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from plumbing.settings import DATABASE_URL_ENV
 from tests.downstream import Behaviour, Downstream
 from tests.forward_helpers import all_delivered, forward_config, job_states, new_secret, until
 from tests.load import Tally, deliver_all, push_body
-from tests.process import run_server_to_exit, running_server
-from tests.support import get, rows, sample
+from tests.process import running_server
+from tests.support import both_backends, get, rows, sample
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.5}
 
@@ -29,7 +29,8 @@ async def post_bodies(url: str, bodies: list[bytes]) -> None:
                 assert response.status == 200, await response.text()
 
 
-async def test_every_stored_push_reaches_each_matching_destination_signed(tmp_path: Path) -> None:
+@both_backends
+async def test_every_stored_push_reaches_each_matching_destination_signed(tmp_path: Path, db_path: Any) -> None:
     downstream = Downstream()
     await downstream.start()
     secret_all, secret_a = new_secret(), new_secret()
@@ -38,7 +39,6 @@ async def test_every_stored_push_reaches_each_matching_destination_signed(tmp_pa
         {"name": "all", "url": downstream.url("/all"), "secret": secret_all, **FAST},
         {"name": "only-a", "url": downstream.url("/a"), "secret": secret_a, "filter": {"intention": ["A"]}, **FAST},
     )
-    db_path = tmp_path / "pushes.sqlite3"
     bodies = {
         f"call-{n}": orjson.dumps(sample(call_id=f"call-{n}", intention="A" if n % 2 else "B")) for n in range(20)
     }
@@ -159,15 +159,3 @@ async def test_nothing_is_forwarded_without_destinations(tmp_path: Path) -> None
         assert server.stop() == 0
     assert rows(db_path, "SELECT count(*) FROM forward_jobs")[0][0] == 0
     await asyncio.sleep(0)
-
-
-def test_forwarding_on_postgresql_is_refused_at_the_start(tmp_path: Path) -> None:
-    config = forward_config(tmp_path / "forward.toml", {"name": "crm", "command": ["true"]})
-    refused = run_server_to_exit(
-        tmp_path,
-        "--config",
-        str(config),
-        env={DATABASE_URL_ENV: "postgresql://receiver@127.0.0.1:1/receiver"},
-    )
-    assert refused.returncode == 2
-    assert "[[forward]] needs a SQLite db_path: the PostgreSQL storage has no outbox yet" in refused.stderr

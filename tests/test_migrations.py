@@ -9,8 +9,9 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from storage.connection import NotWal, open_writer
-from storage.migrations import MIGRATIONS, Migration, SchemaTooNew, migrate, schema_version
+from storage.schema import Migration, SchemaTooNew
+from storage.sqlite.connection import NotWal, open_writer
+from storage.sqlite.schema import MIGRATIONS, migrate, schema_version
 from tests.process import run_server_to_exit
 from tests.support import migrated, rows, sqlite_file
 

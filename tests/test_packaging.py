@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -45,3 +46,20 @@ def test_the_wheel_builds_without_warnings_and_holds_the_package_data(tmp_path: 
         "plumbing/version.py",
     } <= names
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
+
+
+def test_make_run_reinstalls_when_a_file_of_any_installed_package_changes() -> None:
+    """make run's SOURCES come from pyproject's package list: a package added there is watched too."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    shown = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "--eval=show: ; @echo $(PACKAGES) : $(SOURCES)", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+    packages, sources = shown[: shown.index(":")], shown[shown.index(":") + 1 :]
+    assert packages == [name.rstrip("*") for name in include]
+    for package in packages:
+        assert f"{package}/__init__.py" in sources
+    assert "storage/postgres/batches.py" in sources  # files in sub-packages count too

@@ -9,8 +9,6 @@ import asyncio
 import random
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +19,12 @@ import pytest
 from plumbing.settings import DATABASE_URL_ENV, Settings
 from tests.load import REQUEST_TIMEOUT, Tally, background_load, post_push, push_body
 from tests.pg_cluster import PASSWORD, PgCluster
-from tests.process import ServerProcess, run_server_to_exit, running_server
+from tests.process import ServerProcess, run_server_to_exit, running_server, two_receivers
 from tests.support import free_port, get, next_event, report, rows, sample, stored_call_ids
 
 pytestmark = pytest.mark.failure
 
 DEFAULTS = Settings()
-
-
-@contextmanager
-def two_receivers(workdir: Path, url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    """Two receiver processes on ``url``: the first is given it with --db, the second through the environment
-    (over a --db that names nothing, which the variable overrides)."""
-    with ExitStack() as stack:
-        first = stack.enter_context(running_server(workdir, url))
-        second = stack.enter_context(
-            running_server(workdir, "postgresql://nobody@127.0.0.1:1/none", env={DATABASE_URL_ENV: url})
-        )
-        yield first, second
 
 
 def assert_password_never_logged(*servers: ServerProcess) -> None:
@@ -136,6 +122,14 @@ async def test_kill_9_of_one_receiver_loses_nothing_it_acknowledged_and_the_othe
     assert rows(url, "SELECT count(*) FROM pushes WHERE deliveries != 1")[0][0] == 0
 
 
+def metric(page: bytes, name: str) -> float:
+    """The value of an unlabelled series in a /metrics page."""
+    for line in page.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
 async def poll_readyz(url: str, until: float) -> list[int]:
     """/readyz statuses, every 0.2 s until ``until`` (monotonic)."""
     seen = []
@@ -161,11 +155,13 @@ async def test_postgresql_stopped_for_5s_is_503_with_retry_after_then_200_within
             await asyncio.to_thread(pg_cluster.stop)
             stopped_at = time.monotonic()
             readyz_during = await poll_readyz(servers[0].url, stopped_at + outage)
+            _, metrics_down = await asyncio.to_thread(get, f"{servers[0].url}/metrics", 5.0)
             restart_at = time.monotonic()
             await asyncio.to_thread(pg_cluster.start)
             back_at = time.monotonic()  # pg_ctl saw it accept connections (a little after it began to)
             await asyncio.sleep(2.0)
         readyz_after, _ = await asyncio.to_thread(get, f"{servers[1].url}/readyz", 5.0)
+        _, metrics_after = await asyncio.to_thread(get, f"{servers[0].url}/metrics", 5.0)
         for server in servers:
             assert server.proc.poll() is None
             assert server.stop() == 0
@@ -182,6 +178,7 @@ async def test_postgresql_stopped_for_5s_is_503_with_retry_after_then_200_within
         answered_while_down=Tally(during).kinds,
         readyz_while_down=sorted(set(readyz_during)),
         first_200_after_return_seconds=round(first_200_after - back_at, 3),
+        failed_connects=metric(metrics_after, "airudder_receiver_database_connect_failures_total"),
         slowest_answer_seconds=round(tally.slowest(), 2),
         acknowledged=len(tally.acknowledged),
         stored=len(stored),
@@ -193,6 +190,11 @@ async def test_postgresql_stopped_for_5s_is_503_with_retry_after_then_200_within
     assert set(readyz_during[3:]) == {503}  # after the first probe second, when a cached answer may linger
     assert first_200_after - back_at < 1.0
     assert readyz_after == 200
+    # Each failed connect waits longer, at most a second: a handful of attempts, not one per batch (8
+    # connections pushing as fast as they are answered made about 150 a second before).
+    assert metric(metrics_down, "airudder_receiver_database_up") == 0
+    assert metric(metrics_after, "airudder_receiver_database_up") == 1
+    assert 1 <= metric(metrics_after, "airudder_receiver_database_connect_failures_total") <= 2 * outage + 5
     assert not lost, sorted(lost)[:10]
 
 

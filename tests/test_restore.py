@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from storage.restored import SEQ_JUMP
+from storage.sqlite.restored import SEQ_JUMP
 from tests.litestream_run import config_for, generation_count, replicating, wait_for
 from tests.load import Tally, deliver_all
 from tests.process import run_server_to_exit, running_server

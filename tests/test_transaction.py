@@ -10,7 +10,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from storage.connection import LOCK_ATTEMPT_MS, open_writer, run_transaction
+from storage.sqlite.connection import LOCK_ATTEMPT_MS, open_writer, run_transaction
 from tests.support import rows
 
 pytestmark = pytest.mark.timeout(30)

@@ -14,11 +14,12 @@ import pytest
 
 from handlers.keys import WRITER
 from handlers.payload import decode, to_record
-from storage import writer as writer_module
-from storage.connection import open_writer
-from storage.migrations import migrate
 from storage.records import Outcome, PushRecord, Record, utc_now
-from storage.writer import INSERT_ROWS, SqliteBatches, WriteFailed, Writer, WriterUnavailable, stored_hashes_sql
+from storage.sqlite import batches as writer_module
+from storage.sqlite.batches import INSERT_ROWS, SqliteBatches, stored_hashes_sql
+from storage.sqlite.connection import open_writer
+from storage.sqlite.schema import migrate
+from storage.writer import WriteFailed, Writer, WriterUnavailable
 from tests.support import SAMPLE_BYTES, ClientFactory, both_backends, execute, record, rows, sample, sqlite_file
 
 LockTaker = Callable[[], sqlite3.Connection]

@@ -22,8 +22,9 @@ from aiohttp.test_utils import TestClient
 import server
 from handlers.keys import WRITER
 from plumbing.settings import Settings
-from storage.connection import open_writer
-from storage.writer import SqliteBatches, WriteFailed, Writer, WriterUnavailable
+from storage.sqlite.batches import SqliteBatches
+from storage.sqlite.connection import open_writer
+from storage.writer import WriteFailed, Writer, WriterUnavailable
 from tests.load import push_body
 from tests.support import ClientFactory, record, report, rows, stored_call_ids
 

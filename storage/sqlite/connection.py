@@ -1,4 +1,4 @@
-"""Opening the database: one place for PRAGMAs, connection setup and transaction boundaries."""
+"""Opening the SQLite file: one place for PRAGMAs, connection setup and transaction boundaries."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
+from typing import TypeVar, cast
 
 import aiosqlite
-
-if TYPE_CHECKING:
-    from storage.pg import PgConnection
 
 log = logging.getLogger("airudder_receiver.storage")
 
@@ -23,11 +20,6 @@ T = TypeVar("T")
 # neither a task cancel nor sqlite3's interrupt() reaches it, so it is kept short and write_transaction
 # retries until its lock wait has passed: a stopping server then closes the file within this time.
 LOCK_ATTEMPT_MS = 100
-
-
-# What the read queries (storage/queries.py) run on: SQLite's own connection, or PostgreSQL's through an
-# adapter offering the same calls.
-ReadConnection: TypeAlias = "aiosqlite.Connection | PgConnection"
 
 
 class NotWal(sqlite3.DatabaseError):
@@ -188,7 +180,7 @@ async def run_transaction(
 
 
 @asynccontextmanager
-async def read_snapshot(conn: ReadConnection) -> AsyncIterator[None]:
+async def read_snapshot(conn: aiosqlite.Connection) -> AsyncIterator[None]:
     """Every statement inside sees the same commit (one read transaction)."""
     await conn.execute("BEGIN")
     try:

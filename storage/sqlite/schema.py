@@ -1,24 +1,13 @@
-"""Schema as ordered, named steps; ``PRAGMA user_version`` records how many have been applied."""
+"""The SQLite schema as ordered, named steps; ``PRAGMA user_version`` records how many have been applied."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import aiosqlite
 
-from storage.connection import write_transaction
-
-
-class SchemaTooNew(RuntimeError):
-    """The file was migrated by a newer version of this program."""
-
-
-@dataclass(frozen=True)
-class Migration:
-    name: str
-    statements: tuple[str, ...]
-
+from storage.schema import CALL_VIEW_FIELDS, Migration, SchemaTooNew
+from storage.sqlite.connection import write_transaction
 
 INITIAL = Migration(
     "0001_pushes_versions_rejects",
@@ -108,55 +97,6 @@ def _array_view(view: str, path: str, position: str, fields: tuple[tuple[str, st
         WHERE e.type = 'object' AND json_type({_BODY}, '{path}') = 'array'
         """
 
-
-def _same(*names: str) -> tuple[tuple[str, str], ...]:
-    return tuple((name, name) for name in names)
-
-
-# The views over arrays in a body, shared with storage/pg_schema.py: (view, the array under "call", the
-# name of the position column, (column, field) for each field of the array's objects).
-CALL_VIEW_FIELDS: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = (
-    (
-        "call_transcripts",
-        "asr_result",
-        "turn",
-        (("time", "time"), ("robot_text", "robottext"), ("person_text", "text")),
-    ),
-    (
-        "call_answers",
-        "question_answer",
-        "position",
-        _same(
-            "question_name",
-            "question_content",
-            "question_type",
-            "answer",
-            "answer_text",
-            "answer_text_slot",
-            "var",
-            "status",
-            "verification_results",
-            "whether_answer",
-        ),
-    ),
-    (
-        "call_redials",
-        "redial_call",
-        "position",
-        (
-            ("redial_call_id", "call_id"),
-            *_same(
-                "call_start_time",
-                "ring_type",
-                "ring_time",
-                "hangup_type",
-                "result_label",
-                "callee_number",
-                "caller_number",
-            ),
-        ),
-    ),
-)
 
 CALL_VIEWS = Migration(
     "0003_call_views",

@@ -1,0 +1,307 @@
+"""The PostgreSQL schema: the same tables, columns and views as SQLite's, as ordered steps recorded in
+``schema_migrations``.
+
+Bodies are ``text``, stored exactly as received (as in SQLite): ``jsonb`` would reorder keys, drop
+duplicate ones and refuse a ``\\u0000`` that JSON allows. The views parse them with ``receiver_jsonb``,
+which gives NULL for a body PostgreSQL cannot parse, so one such body does not make a whole view fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from storage.batch import PUSH_ROW_COLUMNS
+from storage.postgres.connection import FEED_LOCK, MIGRATION_LOCK, PUSHES_CHANNEL
+from storage.schema import CALL_VIEW_FIELDS, Migration, SchemaTooNew
+
+# The typed text columns between the key and the receive times.
+_TEXT_COLUMNS = PUSH_ROW_COLUMNS[PUSH_ROW_COLUMNS.index("workflow_name") : PUSH_ROW_COLUMNS.index("first_received_at")]
+# Every column of a new call's row is text in the batch document, the hash as hex.
+_NEW_ROW = ", ".join(f"{column} text" for column in PUSH_ROW_COLUMNS)
+_INSERTED = ", ".join(
+    "decode(n.body_hash, 'hex')" if column == "body_hash" else f"n.{column}" for column in PUSH_ROW_COLUMNS
+)
+_KEY = "workflow_id text, node_id text, call_id text"
+
+
+def _array_view(view: str, path: str, position: str, fields: tuple[tuple[str, str], ...]) -> str:
+    """One row per object of the array at ``path`` (a jsonb path like {call,asr_result}); 0-based position."""
+    columns = ",\n".join(f"e.value ->> '{field}' AS {column}" for column, field in fields)
+    return f"""
+        CREATE VIEW {view} AS
+        SELECT p.seq, p.workflow_id, p.node_id, p.call_id, e.n - 1 AS {position},
+        {columns}
+        FROM pushes AS p,
+        LATERAL (SELECT receiver_jsonb(p.body) #> '{path}' AS a) AS j,
+        LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(j.a) = 'array' THEN j.a END) WITH ORDINALITY AS e (value, n)
+        WHERE jsonb_typeof(e.value) = 'object'
+        """
+
+
+INITIAL = Migration(
+    "0001_pushes_versions_rejects_views",
+    (
+        f"""
+        CREATE TABLE pushes (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            workflow_id text NOT NULL,
+            node_id text NOT NULL,
+            call_id text NOT NULL,
+            {", ".join(f"{column} text" for column in _TEXT_COLUMNS)},
+            first_received_at text NOT NULL,
+            last_received_at text NOT NULL,
+            deliveries integer NOT NULL DEFAULT 1,
+            warnings text,
+            body_hash bytea NOT NULL,
+            body text,
+            UNIQUE (workflow_id, node_id, call_id)
+        )
+        """,
+        "CREATE INDEX pushes_workflow ON pushes (workflow_id, node_id, seq)",
+        "CREATE INDEX pushes_workflow_intention ON pushes (workflow_id, intention, seq)",
+        "CREATE INDEX pushes_case_id ON pushes (case_id)",
+        "CREATE INDEX pushes_callee_number ON pushes (callee_number)",
+        "CREATE INDEX pushes_task_id ON pushes (task_id)",
+        "CREATE INDEX pushes_call_id ON pushes (call_id)",
+        "CREATE INDEX pushes_first_received_at ON pushes (first_received_at)",
+        "CREATE INDEX pushes_call_start_time ON pushes (call_start_time)",
+        "CREATE INDEX pushes_workflow_name ON pushes (workflow_name)",
+        "CREATE INDEX pushes_node_name ON pushes (node_name)",
+        """
+        CREATE TABLE push_versions (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            push_seq bigint NOT NULL REFERENCES pushes (seq) ON DELETE CASCADE,
+            received_at text NOT NULL,
+            body_hash bytea NOT NULL,
+            body text,
+            UNIQUE (push_seq, body_hash)
+        )
+        """,
+        """
+        CREATE TABLE rejects (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            received_at text NOT NULL,
+            remote text,
+            reason text NOT NULL,
+            detail text NOT NULL,
+            path text NOT NULL,
+            headers text NOT NULL,
+            body bytea,
+            reprocessed_at text,
+            reprocessed_seq bigint
+        )
+        """,
+        "CREATE INDEX rejects_received_at ON rejects (received_at)",
+        "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+        """
+        CREATE FUNCTION receiver_jsonb(body text) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+        BEGIN
+            RETURN body::jsonb;
+        EXCEPTION WHEN others THEN
+            RETURN NULL;
+        END
+        $$
+        """,
+        *(
+            _array_view(view, "{call," + key + "}", position, fields)
+            for view, key, position, fields in CALL_VIEW_FIELDS
+        ),
+        """
+        CREATE VIEW call_labels AS
+        SELECT p.seq, p.workflow_id, p.node_id, p.call_id, e.key AS label, e.value #>> '{}' AS value
+        FROM pushes AS p,
+        LATERAL (SELECT receiver_jsonb(p.body) #> '{call,multi_label}' AS o) AS j,
+        LATERAL jsonb_each(CASE WHEN jsonb_typeof(j.o) = 'object' THEN j.o END) AS e
+        """,
+    ),
+)
+
+# The indexes SQLite has (each of its indexes ends with the rowid, seq: PostgreSQL's name it), and the
+# forwarding outbox, as in storage/sqlite/schema.py.
+OUTBOX_AND_INDEXES = Migration(
+    "0002_outbox_feed_retention_indexes",
+    (
+        "CREATE INDEX pushes_workflow_seq ON pushes (workflow_id, seq)",
+        # Retention walks (received time, id) from a cursor: without the id, every row sharing one received
+        # time was read and sorted again for each chunk.
+        "DROP INDEX pushes_first_received_at",
+        "CREATE INDEX pushes_first_received_at ON pushes (first_received_at, seq)",
+        "DROP INDEX rejects_received_at",
+        "CREATE INDEX rejects_received_at ON rejects (received_at, id)",
+        """
+        CREATE TABLE forward_jobs (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            push_seq bigint NOT NULL REFERENCES pushes (seq) ON DELETE CASCADE,
+            version_id bigint REFERENCES push_versions (id) ON DELETE CASCADE,
+            version integer NOT NULL,
+            destination text NOT NULL,
+            idempotency_key text NOT NULL,
+            created_at text NOT NULL,
+            state text NOT NULL DEFAULT 'pending',
+            attempts integer NOT NULL DEFAULT 0,
+            next_attempt_at double precision NOT NULL,
+            last_attempt_at text,
+            delivered_at text,
+            last_error text
+        )
+        """,
+        "CREATE INDEX forward_jobs_push ON forward_jobs (push_seq)",
+        "CREATE INDEX forward_jobs_state ON forward_jobs (state, destination)",
+        "CREATE INDEX forward_jobs_due ON forward_jobs (destination, next_attempt_at) WHERE state = 'pending'",
+        """
+        CREATE TABLE forward_attempts (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            job_id bigint NOT NULL REFERENCES forward_jobs (id) ON DELETE CASCADE,
+            attempted_at text NOT NULL,
+            status integer,
+            seconds double precision NOT NULL,
+            error text
+        )
+        """,
+        "CREATE INDEX forward_attempts_job ON forward_attempts (job_id)",
+    ),
+)
+
+# A receiver's whole batch as one statement (storage/postgres/batches.py): the shared write lock is taken
+# and released inside it, so no receiver can be stopped, frozen or cut off while holding it. The receiver
+# classified the batch from a look-up made before; under the lock the function checks that the look-up
+# still holds (no "new" call stored since, no call found stored then purged, no "new" version stored) and otherwise
+# writes nothing and answers false, and the receiver looks again.
+BATCH_FUNCTION = Migration(
+    "0003_write_batch_function",
+    (
+        f"""
+        CREATE FUNCTION receiver_write_batch(batch json) RETURNS boolean LANGUAGE plpgsql AS $$
+        DECLARE
+            part text;
+        BEGIN
+            PERFORM pg_advisory_xact_lock({FEED_LOCK});
+            IF EXISTS (
+                SELECT 1 FROM json_to_recordset(batch -> 'new') AS n ({_KEY})
+                JOIN pushes USING (workflow_id, node_id, call_id)
+            ) OR json_array_length(batch -> 'stored') <> (
+                SELECT count(*) FROM json_to_recordset(batch -> 'stored') AS s ({_KEY})
+                JOIN pushes USING (workflow_id, node_id, call_id)
+            ) OR EXISTS (
+                SELECT 1 FROM json_to_recordset(batch -> 'versions') AS v ({_KEY}, body_hash text)
+                JOIN pushes AS p USING (workflow_id, node_id, call_id)
+                JOIN push_versions AS pv ON pv.push_seq = p.seq AND pv.body_hash = decode(v.body_hash, 'hex')
+            ) THEN
+                RETURN false;
+            END IF;
+
+            INSERT INTO pushes ({", ".join(PUSH_ROW_COLUMNS)}, deliveries)
+            SELECT {_INSERTED}, 1 FROM json_to_recordset(batch -> 'new') AS n ({_NEW_ROW});
+
+            UPDATE pushes AS p SET deliveries = p.deliveries + r.count,
+                last_received_at = greatest(p.last_received_at, r.latest)
+            FROM (
+                SELECT workflow_id, node_id, call_id, count(*) AS count, max(received_at) AS latest
+                FROM json_to_recordset(batch -> 'repeated') AS r ({_KEY}, received_at text)
+                GROUP BY workflow_id, node_id, call_id
+            ) AS r
+            WHERE p.workflow_id = r.workflow_id AND p.node_id = r.node_id AND p.call_id = r.call_id;
+
+            INSERT INTO push_versions (push_seq, received_at, body_hash, body)
+            SELECT p.seq, v.received_at, decode(v.body_hash, 'hex'), v.body
+            FROM json_to_recordset(batch -> 'versions')
+                AS v ({_KEY}, n integer, received_at text, body_hash text, body text)
+            JOIN pushes AS p USING (workflow_id, node_id, call_id)
+            ORDER BY v.n;
+
+            INSERT INTO forward_jobs
+                (push_seq, version_id, version, destination, idempotency_key, created_at, next_attempt_at)
+            SELECT p.seq, v.id,
+                CASE WHEN v.id IS NULL THEN 0
+                ELSE (SELECT count(*) FROM push_versions WHERE push_seq = p.seq AND id <= v.id) END,
+                j.destination, j.idempotency_key, j.created_at, j.next_attempt_at
+            FROM json_to_recordset(batch -> 'jobs') AS j (
+                {_KEY}, destination text, idempotency_key text, created_at text,
+                next_attempt_at double precision, version_hash text
+            )
+            JOIN pushes AS p USING (workflow_id, node_id, call_id)
+            LEFT JOIN push_versions AS v ON v.push_seq = p.seq AND v.body_hash = decode(j.version_hash, 'hex');
+
+            -- A purge may have removed the job while it was being delivered: then there is nothing to record.
+            INSERT INTO forward_attempts (job_id, attempted_at, status, seconds, error)
+            SELECT a.job_id, a.attempted_at, a.status, a.seconds, a.error
+            FROM json_to_recordset(batch -> 'attempts')
+                AS a (job_id bigint, attempted_at text, status integer, seconds double precision, error text)
+            WHERE EXISTS (SELECT 1 FROM forward_jobs WHERE id = a.job_id);
+
+            UPDATE forward_jobs AS j SET attempts = j.attempts + 1, state = a.state,
+                next_attempt_at = a.next_attempt_at, last_attempt_at = a.attempted_at,
+                delivered_at = CASE WHEN a.state = 'delivered' THEN a.attempted_at ELSE j.delivered_at END,
+                last_error = a.error
+            FROM json_to_recordset(batch -> 'attempts') AS a (
+                job_id bigint, attempted_at text, error text, state text, next_attempt_at double precision
+            )
+            WHERE j.id = a.job_id;
+
+            INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)
+            SELECT r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, decode(r.body, 'hex')
+            FROM json_to_recordset(batch -> 'rejects') AS r (
+                received_at text, remote text, reason text, detail text, path text, headers text, body text
+            );
+
+            -- After the pushes, so that each mark finds its push's seq, and in the same commit: a reject is
+            -- marked if and only if its push is stored.
+            UPDATE rejects AS r SET reprocessed_at = m.marked_at, reprocessed_seq = p.seq
+            FROM json_to_recordset(batch -> 'marks') AS m ({_KEY}, reject_id bigint, marked_at text)
+            JOIN pushes AS p USING (workflow_id, node_id, call_id)
+            WHERE r.id = m.reject_id;
+
+            IF batch ->> 'probe' IS NOT NULL THEN
+                INSERT INTO meta (key, value) VALUES ('last_write_probe', batch ->> 'probe')
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+            END IF;
+
+            FOR part IN SELECT json_array_elements_text(batch -> 'notify') LOOP
+                PERFORM pg_notify('{PUSHES_CHANNEL}', part);
+            END LOOP;
+            RETURN true;
+        END
+        $$
+        """,
+    ),
+)
+
+PG_MIGRATIONS: tuple[Migration, ...] = (INITIAL, OUTBOX_AND_INDEXES, BATCH_FUNCTION)
+
+_TRACKING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    """The number of steps applied; 0 when the database holds no receiver schema."""
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+async def migrate(conn: asyncpg.Connection, migrations: Sequence[Migration] = PG_MIGRATIONS) -> list[str]:
+    """Apply the steps not yet recorded, all in one transaction under an advisory lock; the names applied.
+
+    Receivers starting at the same moment queue on the lock: the first applies the steps, the others
+    then find them recorded.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(_TRACKING)
+        current = await schema_version(conn)
+        if current > len(migrations):
+            raise SchemaTooNew(
+                f"database schema version {current} is newer than this program knows ({len(migrations)})"
+            )
+        for number, step in enumerate(migrations[current:], start=current + 1):
+            for statement in step.statements:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", number, step.name)
+    return [step.name for step in migrations[current:]]
