@@ -112,6 +112,9 @@ def contents(path: Path) -> Contents:
         (pushes,) = conn.execute("SELECT count(*) FROM pushes").fetchone()
         (rejects,) = conn.execute("SELECT count(*) FROM rejects").fetchone()
         newest = conn.execute("SELECT seq, first_received_at FROM pushes ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.DatabaseError as exc:
+        # Named here: the live database is not the file that failed.
+        raise CommandFailed(f"the restored copy {path} cannot be read: {exc}") from None
     finally:
         conn.close()
     return Contents(int(pushes), int(rejects), *(newest if newest else (None, None)))
@@ -150,6 +153,8 @@ def integrity_problems(path: Path) -> list[str]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         problems = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:  # a file damaged beyond what the check can walk
+        problems = [str(exc)]
     finally:
         conn.close()
     return [] if problems == ["ok"] else problems

@@ -1,4 +1,4 @@
-"""``restore``: the database rebuilt from Litestream's replica, after the machine or its disk was lost.
+"""``restore``: the database rebuilt from Litestream's replica (or a ``backup`` file), after a loss.
 
 Refused while any process has the database open (see ``in_use``). Every generation in the replicas is
 restored and the one with the newest push is kept (commands/replica.py says why), checked with
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from commands.backup import COMPANIONS, sync
-from commands.replica import add_litestream_arguments, restore_best
+from commands.replica import Contents, add_litestream_arguments, contents, integrity_problems, restore_best
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
 from storage.postgres.connection import is_postgres
@@ -34,6 +34,9 @@ _DMS_BYTE = 128
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_litestream_arguments(parser)
     parser.add_argument("--generation", metavar="NAME", help="restore this generation, not the one found newest")
+    parser.add_argument(
+        "--from-backup", metavar="FILE", help="restore this copy made by backup instead of Litestream's replica"
+    )
     parser.add_argument("--force", action="store_true", help="set an existing database aside (renamed) and restore")
 
 
@@ -77,6 +80,21 @@ def _age(since: str | None, now: datetime) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 3600:.2f} h"
 
 
+def _from_backup(backup: Path, work: Path) -> tuple[Path, Contents]:
+    """A checked working copy of the file ``backup`` made, and what it holds."""
+    if not backup.is_file():
+        raise CommandFailed(f"there is no backup file {backup}")
+    copy = work / backup.name
+    shutil.copyfile(backup, copy)
+    problems = integrity_problems(copy)
+    if problems:
+        raise CommandFailed(f"{backup} failed its integrity check: {'; '.join(problems[:3])}")
+    found = contents(copy)
+    if not found.pushes:
+        raise CommandFailed(f"{backup} holds no push")
+    return copy, found
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if is_postgres(settings.db_path):
         raise CommandFailed("restore rebuilds a SQLite file from Litestream; PostgreSQL restores with its own tools")
@@ -94,29 +112,38 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     stamp = f"{started:%Y-%m-%dT%H%M%SZ}"
     # In the database's own folder: the same disk, so the final rename is atomic and the space is there.
     with tempfile.TemporaryDirectory(dir=db.parent, prefix=f".{db.name}.restore-") as work:
-        restored = restore_best(args, db, Path(work), args.generation)
-        gap = jump_after_restore(restored.path, started.isoformat(timespec="milliseconds"), restored.contents.newest_at)
+        if args.from_backup:
+            path, found = _from_backup(Path(args.from_backup), Path(work))
+            origin = f"the backup {args.from_backup}"
+            behind = "pushes acknowledged after it are not in the backup"
+        else:
+            restored = restore_best(args, db, Path(work), args.generation)
+            path, found = restored.path, restored.contents
+            generation = restored.generation
+            others = [f"{g.name} ({c.pushes} pushes)" for g, c in restored.candidates if g != generation]
+            origin = f"generation {generation.name} of replica {generation.replica}" + (
+                f" (also found: {', '.join(others)})" if others else ""
+            )
+            behind = (
+                f"the replica was last written {_age(generation.end.isoformat(), started)} before it:"
+                " pushes acknowledged after that are not in it"
+            )
+        gap = jump_after_restore(path, started.isoformat(timespec="milliseconds"), found.newest_at)
         folder = db.parent.stat()
         if os.geteuid() == 0:
             # The service's own user owns its folder; the restored file must be that user's too.
-            os.chown(restored.path, folder.st_uid, folder.st_gid)
-        restored.path.chmod(0o600)
-        sync(restored.path)
+            os.chown(path, folder.st_uid, folder.st_gid)
+        path.chmod(0o600)
+        sync(path)
         moved = _set_aside(db, stamp)
         # Litestream's notes about the file that was there; it starts a new generation from the restored one.
         shutil.rmtree(db.with_name(f".{db.name}-litestream"), ignore_errors=True)
-        os.replace(restored.path, db)
+        os.replace(path, db)
         sync(db.parent)
-    found = restored.contents
-    others = [f"{g.name} ({c.pushes} pushes)" for g, c in restored.candidates if g != restored.generation]
-    print(
-        f"{db}: {found.pushes} pushes restored from generation {restored.generation.name} of replica"
-        f" {restored.generation.replica}" + (f" (also found: {', '.join(others)})" if others else "")
-    )
+    print(f"{db}: {found.pushes} pushes restored from {origin}")
     print(
         f"newest push: seq {found.newest_seq}, received {found.newest_at}, {_age(found.newest_at, started)}"
-        f" before this restore; the replica was last written {_age(restored.generation.end.isoformat(), started)}"
-        " before it: pushes acknowledged after that are not in it"
+        f" before this restore; {behind}"
     )
     print(
         f"integrity_check: ok; the next push is numbered {gap.next_seq} (seq {gap.after_seq + 1} to"

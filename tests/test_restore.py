@@ -223,3 +223,29 @@ def test_drill_passes_while_litestream_keeps_up_and_fails_with_a_metric_when_it_
     assert state["last_success"]["replica_newest_seq"] == 50
     # The drill's temporary files are gone.
     assert not [p for p in db.parent.iterdir() if ".drill-" in p.name]
+
+
+def test_restore_from_a_backup_file_numbers_new_pushes_above_the_jump(tmp_path: Path) -> None:
+    db = tmp_path / "live" / "pushes.sqlite3"
+    copy = tmp_path / "nightly.sqlite3"
+    with running_server(tmp_path, db) as server:
+        pushes(f"{server.url}/push", "nightly", 20)
+        assert run_server_to_exit(tmp_path, "backup", "--db", str(db), str(copy)).returncode == 0
+        pushes(f"{server.url}/push", "later", 5)  # lost with the file below
+        assert server.stop() == 0
+    damaged = tmp_path / "damaged.sqlite3"
+    damaged.write_bytes(copy.read_bytes()[:8192])
+    done = run_server_to_exit(tmp_path, "restore", "--db", str(db), "--force", "--from-backup", str(damaged))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(f"airudder-receiver: restore: {damaged} failed its integrity check: ")
+    assert rows(db, "SELECT count(*) FROM pushes")[0][0] == 25  # left as it was
+
+    done = run_server_to_exit(tmp_path, "restore", "--db", str(db), "--force", "--from-backup", str(copy))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"{db}: 20 pushes restored from the backup {copy}"
+    assert lines[1].endswith("before this restore; pushes acknowledged after it are not in the backup")
+    with running_server(tmp_path, db) as server:
+        assert post(f"{server.url}/push", orjson.dumps(sample(call_id="after")))[0] == 200
+        assert server.stop() == 0
+    assert rows(db, "SELECT seq FROM pushes WHERE call_id = 'after'")[0][0] == 20 + SEQ_JUMP + 1
