@@ -92,7 +92,16 @@ def _litestream(args: argparse.Namespace, *command: str) -> str:
 
 def generations(args: argparse.Namespace, db: Path) -> list[Generation]:
     """Every generation of every replica that Litestream's settings give for ``db``."""
-    out = _litestream(args, "generations", "-config", args.litestream_config, str(db))
+    # Litestream 0.3 reads the database file's time for its lag column and fails when there is no file, as
+    # on a new machine: an empty one stands in while it lists, and is gone again before anything else runs.
+    stand_in = not db.exists()
+    if stand_in:
+        db.touch(mode=0o600, exist_ok=False)
+    try:
+        out = _litestream(args, "generations", "-config", args.litestream_config, str(db))
+    finally:
+        if stand_in:
+            db.unlink(missing_ok=True)
     lines = out.splitlines()
     if not lines or lines[0].split() != ["name", "generation", "lag", "start", "end"]:
         raise CommandFailed(f"litestream generations said something this program cannot read: {out[:200]!r}")

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 f" (also found: {', '.join(others)})" if others else ""
             )
             behind = (
-                f"the replica was last written {_age(generation.end.isoformat(), started)} before it:"
+                f"the replica was last written {_age(generation.end.isoformat(), started)} (to the second) before it:"
                 " pushes acknowledged after that are not in it"
             )
         gap = jump_after_restore(path, started.isoformat(timespec="milliseconds"), found.newest_at)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.litestream_run import EXAMPLE, config_for, wait_for
 from tests.load import Tally, background_load, deliver_all, push_body
-from tests.process import running_server
+from tests.process import run_server_to_exit, running_server
 from tests.support import free_port, post, report, rows, sqlite_file
 from tests.tools import litestream
 
@@ -73,8 +73,10 @@ def test_litestream_restore_after_kill_9_keeps_what_was_acknowledged_before_the_
     # The disk went with the machine: the file, its WAL and index, and Litestream's files beside them.
     assert {p.name for p in live.iterdir()} >= {db.name, f"{db.name}-wal", f"{db.name}-shm"}
     shutil.rmtree(live)
-    restored = subprocess.run(
-        [binary, "restore", "-config", str(config), str(db)], capture_output=True, text=True, timeout=60
+    # As docs/operations.md restores it.
+    live.mkdir()
+    restored = run_server_to_exit(
+        tmp_path, "restore", "--db", str(db), "--litestream", str(binary), "--litestream-config", str(config)
     )
     assert restored.returncode == 0, restored.stderr
     assert rows(db, "PRAGMA integrity_check")[0][0] == "ok"
@@ -100,6 +102,7 @@ def test_litestream_restore_after_kill_9_keeps_what_was_acknowledged_before_the_
         lost_with_the_machine=len(lost),
         lost_window=f"{lost_window:.2f} s before the kill (allowed: sync-interval + 1 s = {window:.0f} s)",
         replication_lag=f"the newest push in the replica was acknowledged {lag:.2f} s before the kill",
+        restore_said=restored.stdout.strip().replace("\n", " | "),
     )
     assert "after-restore" in kept
     assert all(kept[call_id] == 2 for call_id in repeated), {c: kept.get(c) for c in repeated}

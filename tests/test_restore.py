@@ -22,7 +22,7 @@ import pytest
 from storage.sqlite.restored import SEQ_JUMP
 from tests.litestream_run import config_for, generation_count, replicating, wait_for
 from tests.load import Tally, deliver_all
-from tests.process import run_server_to_exit, running_server
+from tests.process import ROOT, run_server_to_exit, running_server
 from tests.support import free_port, get, post, rows, sample
 from tests.test_consumer_example import TOKEN, consumer, wait_for_state
 from tests.tools import litestream
@@ -249,3 +249,21 @@ def test_restore_from_a_backup_file_numbers_new_pushes_above_the_jump(tmp_path: 
         assert post(f"{server.url}/push", orjson.dumps(sample(call_id="after")))[0] == 200
         assert server.stop() == 0
     assert rows(db, "SELECT seq FROM pushes WHERE call_id = 'after'")[0][0] == 20 + SEQ_JUMP + 1
+
+
+def test_the_documented_replication_alerts_are_rules_prometheus_accepts(tmp_path: Path) -> None:
+    """The metric names in them are checked against the real processes in the drill test above."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing; make test installs the prometheus package")
+    found = re.search(r"```yaml\n(groups:\n.*?)```", (ROOT / "docs" / "operations.md").read_text(), re.DOTALL)
+    assert found, "docs/operations.md has no alert rules"
+    rules = tmp_path / "rules.yml"
+    rules.write_text(found[1])
+    done = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 4 rules found" in done.stdout
+    for metric in ("litestream_sync_error_count", "litestream_shadow_wal_size", "litestream_replica_wal_offset",
+                   "airudder_receiver_drill_newest_push_age_seconds",
+                   "airudder_receiver_drill_success_timestamp_seconds"):  # fmt: skip
+        assert metric in found[1]
