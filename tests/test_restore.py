@@ -19,7 +19,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from storage.sqlite.connection import open_writer
 from storage.sqlite.restored import SEQ_JUMP
+from storage.sqlite.schema import MIGRATIONS, migrate
+from tests.bulk import add_pushes
 from tests.litestream_run import config_for, generation_count, replicating, wait_for
 from tests.load import Tally, deliver_all
 from tests.process import ROOT, run_server_to_exit, running_server
@@ -267,3 +270,28 @@ def test_the_documented_replication_alerts_are_rules_prometheus_accepts(tmp_path
                    "airudder_receiver_drill_newest_push_age_seconds",
                    "airudder_receiver_drill_success_timestamp_seconds"):  # fmt: skip
         assert metric in found[1]
+
+
+def test_the_jump_holds_through_the_migrations_a_backup_from_the_first_version_gets_on_start(tmp_path: Path) -> None:
+    """The trigger lives in the restored file; every migration since the first schema keeps it."""
+    old = tmp_path / "first-version.sqlite3"
+
+    async def first_version() -> None:
+        conn = await open_writer(str(old), "FULL", busy_timeout_ms=3000)
+        try:
+            await migrate(conn, 1.0, MIGRATIONS[:1])
+        finally:
+            await conn.close()
+
+    asyncio.run(first_version())
+    add_pushes(old, 30)
+    assert rows(old, "PRAGMA user_version")[0][0] == 1
+    db = tmp_path / "live" / "pushes.sqlite3"
+    db.parent.mkdir()
+    done = run_server_to_exit(tmp_path, "restore", "--db", str(db), "--from-backup", str(old))
+    assert done.returncode == 0, done.stderr
+    with running_server(tmp_path, db) as server:
+        assert post(f"{server.url}/push", orjson.dumps(sample(call_id="after")))[0] == 200
+        assert server.stop() == 0
+    assert rows(db, "PRAGMA user_version")[0][0] == len(MIGRATIONS)
+    assert rows(db, "SELECT seq FROM pushes WHERE call_id = 'after'")[0][0] == 30 + SEQ_JUMP + 1

@@ -12,6 +12,11 @@ row's ``seq`` above it. Nothing refers to a row in the moment after its INSERT (
 ``seq`` by its ids), so the move is safe; once one row is above the floor the trigger's condition, a
 comparison with a constant, is false for every later row. The gap is recorded in ``meta`` under
 ``feed_gaps`` (a JSON list), one entry per restore.
+
+A restored file is migrated when the receiver starts on it, before its first push: a future migration that
+rebuilds ``pushes`` (a new table copied over, which drops its triggers) must create this trigger again
+from the last ``feed_gaps`` entry. tests/test_restore.py restores a file of the first schema version and
+checks the jump after every migration since.
 """
 
 from __future__ import annotations
