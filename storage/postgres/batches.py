@@ -39,14 +39,16 @@ from storage.batch import (
 )
 from storage.link import Link, LinkHealth
 from storage.postgres.connection import NUL, NUL_STORED, PG_ERRORS, close_quietly, connect, described, without_nul
+from storage.postgres.schema import BATCH_CHANGED
 from storage.records import Outcome, PushRecord, Record, push_summaries, utc_now
 
 log = logging.getLogger("airudder_receiver.storage")
 
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more: a batch is told in parts below that.
 NOTIFY_BYTES = 7000
-# How often a batch is looked up again when another receiver changed one of its calls meanwhile.
-CLASSIFY_TRIES = 5
+# How often a batch is written: once taking every call for new, then after a look-up, again whenever another
+# receiver changed one of its calls in between.
+CLASSIFY_TRIES = 6
 
 _STORED_HASHES = """
 SELECT p.workflow_id, p.node_id, p.call_id, p.body_hash, v.body_hash
@@ -61,9 +63,14 @@ class BatchContended(Exception):
     """Other receivers changed the batch's calls every time it was classified."""
 
 
-def _text(values: Sequence[object]) -> list[object]:
-    """Values for the batch document: bytes as hex, U+0000 as stored (storage/postgres/connection.py)."""
-    return without_nul(v.hex() if isinstance(v, bytes) else v for v in values)
+def _json(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Small rows as a JSON list of objects (bytes as hex, U+0000 as stored: storage/postgres/connection.py)."""
+    return orjson.dumps(
+        [
+            dict(zip(columns, without_nul(v.hex() if isinstance(v, bytes) else v for v in row), strict=True))
+            for row in rows
+        ]
+    ).decode()
 
 
 def _storable(push: PushRecord) -> PushRecord:
@@ -77,43 +84,44 @@ def _storable(push: PushRecord) -> PushRecord:
     return dataclasses.replace(push, **changes) if changes else push
 
 
-def _rows(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> list[dict[str, object]]:
-    return [dict(zip(columns, _text(row), strict=True)) for row in rows]
+# receiver_write_batch's arguments, in order (storage/postgres/schema.py).
+_WRITE_BATCH = f"SELECT receiver_write_batch({', '.join(f'${n}' for n in range(1, 16))})"
 
 
-def batch_document(batch: Split, found: Classified, route: outbox.Router | None, notify: list[str]) -> str:
-    """The argument of ``receiver_write_batch``: each part of the batch as a list of rows."""
+def batch_arguments(batch: Split, found: Classified, route: outbox.Router | None, notify: list[str]) -> list[object]:
+    """The arguments of ``receiver_write_batch``: each part of the batch; bodies and hashes as arrays."""
     jobs = outbox.job_rows(route, batch.pushes, found.outcomes) if route else []
     new_keys = {p.key for p in found.new}
-    document = {
-        "new": _rows(PUSH_ROW_COLUMNS, [push_row(p) for p in found.new]),
+    return [
+        _json(PUSH_ROW_COLUMNS[:-2], [push_row(p)[:-2] for p in found.new]),
+        [p.body for p in found.new],
+        [p.body_hash for p in found.new],
         # The calls the look-up found stored: the function checks they still are.
-        "stored": _rows(_KEY, list(dict.fromkeys(p.key for p in found.repeated if p.key not in new_keys))),
-        "repeated": _rows((*_KEY, "received_at"), [(*p.key, p.received_at) for p in found.repeated]),
-        "versions": _rows(
-            (*_KEY, "n", "received_at", "body_hash", "body"),
-            [(*p.key, n, p.received_at, p.body_hash, p.body) for n, p in enumerate(found.versions)],
-        ),
-        "jobs": _rows(
+        _json(_KEY, list(dict.fromkeys(p.key for p in found.repeated if p.key not in new_keys))),
+        _json((*_KEY, "received_at"), [(*p.key, p.received_at) for p in found.repeated]),
+        _json((*_KEY, "received_at"), [(*p.key, p.received_at) for p in found.versions]),
+        [p.body for p in found.versions],
+        [p.body_hash for p in found.versions],
+        _json(
             ("destination", "idempotency_key", "created_at", "next_attempt_at", "version_hash", *_KEY),
             [job.values() for job in jobs],
         ),
-        "attempts": _rows(
+        _json(
             ("job_id", "attempted_at", "status", "seconds", "error", "state", "next_attempt_at"),
             [
                 (a.job_id, a.attempted_at, a.status, a.seconds, a.error, a.state, a.next_attempt_at)
                 for a in batch.attempts
             ],
         ),
-        "rejects": _rows(
-            ("received_at", "remote", "reason", "detail", "path", "headers", "body"),
-            [(r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, r.body) for r in batch.rejects],
+        _json(
+            ("received_at", "remote", "reason", "detail", "path", "headers"),
+            [(r.received_at, r.remote, r.reason, r.detail, r.path, r.headers) for r in batch.rejects],
         ),
-        "marks": _rows((*_KEY, "reject_id", "marked_at"), [(*m.push.key, m.reject_id, utc_now()) for m in batch.marks]),
-        "probe": batch.probes[-1].received_at if batch.probes else None,
-        "notify": notify,
-    }
-    return orjson.dumps(document).decode()
+        [r.body for r in batch.rejects],
+        _json((*_KEY, "reject_id", "marked_at"), [(*m.push.key, m.reject_id, utc_now()) for m in batch.marks]),
+        batch.probes[-1].received_at if batch.probes else None,
+        notify,
+    ]
 
 
 class PgBatches:
@@ -133,13 +141,19 @@ class PgBatches:
         batch = split_batch(records)
         batch.pushes = [_storable(p) for p in batch.pushes]
         keys = [p.key for p in batch.pushes]
-        for _ in range(CLASSIFY_TRIES):
-            found = classify(batch.pushes, await _stored_hashes(conn, keys))
+        for tries in range(CLASSIFY_TRIES):
+            # The usual batch holds new calls only: the first try takes every call for new without looking
+            # (one round trip instead of two), and the function's check sends any other batch the long way.
+            found = classify(batch.pushes, await _stored_hashes(conn, keys) if tries else {})
             outcomes = outcomes_in_order(records, found.outcomes)
             notify = notify_parts(push_summaries(records, outcomes))
-            document = batch_document(batch, found, self._route, notify)
-            if await conn.fetchval("SELECT receiver_write_batch($1::json)", document):
-                return outcomes
+            try:
+                await conn.execute(_WRITE_BATCH, *batch_arguments(batch, found, self._route, notify))
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate != BATCH_CHANGED:
+                    raise
+                continue
+            return outcomes
         raise BatchContended(f"other receivers changed this batch's calls {CLASSIFY_TRIES} times while it was written")
 
     async def recover(self) -> None:

@@ -18,12 +18,15 @@ from storage.schema import CALL_VIEW_FIELDS, Migration, SchemaTooNew
 
 # The typed text columns between the key and the receive times.
 _TEXT_COLUMNS = PUSH_ROW_COLUMNS[PUSH_ROW_COLUMNS.index("workflow_name") : PUSH_ROW_COLUMNS.index("first_received_at")]
-# Every column of a new call's row is text in the batch document, the hash as hex.
-_NEW_ROW = ", ".join(f"{column} text" for column in PUSH_ROW_COLUMNS)
-_INSERTED = ", ".join(
-    "decode(n.body_hash, 'hex')" if column == "body_hash" else f"n.{column}" for column in PUSH_ROW_COLUMNS
-)
+# The columns of a new call's row before its hash and body, which come as arrays beside it.
+_NEW_ROW = ", ".join(f"{column} text" for column in PUSH_ROW_COLUMNS[:-2])
 _KEY = "workflow_id text, node_id text, call_id text"
+# The SQLSTATE receiver_write_batch raises when the batch must be looked up and classified again.
+BATCH_CHANGED = "AR001"
+# The stored call of the row named {0} (a LATERAL subquery).
+_STORED_ROW = (
+    "SELECT seq FROM pushes WHERE workflow_id = {0}.workflow_id AND node_id = {0}.node_id AND call_id = {0}.call_id"
+)
 
 
 def _array_view(view: str, path: str, position: str, fields: tuple[tuple[str, str], ...]) -> str:
@@ -167,48 +170,66 @@ OUTBOX_AND_INDEXES = Migration(
 # A receiver's whole batch as one statement (storage/postgres/batches.py): the shared write lock is taken
 # and released inside it, so no receiver can be stopped, frozen or cut off while holding it. The receiver
 # classified the batch from a look-up made before; under the lock the function checks that the look-up
-# still holds (no "new" call stored since, no call found stored then purged, no "new" version stored) and otherwise
-# writes nothing and answers false, and the receiver looks again.
+# still holds (no "new" call stored since, no call found stored then purged, no "new" version stored)
+# and otherwise raises BATCH_CHANGED, which rolls the whole statement back, and the receiver looks again.
+# Each part of the batch is its own argument, and bodies and hashes are arrays beside the small JSON rows,
+# so that no body is parsed as JSON here: a JSON argument is read again each time it is used.
 BATCH_FUNCTION = Migration(
     "0003_write_batch_function",
     (
         f"""
-        CREATE FUNCTION receiver_write_batch(batch json) RETURNS boolean LANGUAGE plpgsql AS $$
+        CREATE FUNCTION receiver_write_batch(
+            in_new json, in_new_bodies text[], in_new_hashes bytea[], in_stored json, in_repeated json,
+            in_versions json, in_version_bodies text[], in_version_hashes bytea[],
+            in_jobs json, in_attempts json, in_rejects json, in_reject_bodies bytea[], in_marks json,
+            in_probe text, in_notify text[]
+        ) RETURNS void LANGUAGE plpgsql AS $$
         DECLARE
             part text;
+            inserted bigint;
         BEGIN
             PERFORM pg_advisory_xact_lock({FEED_LOCK});
-            IF EXISTS (
-                SELECT 1 FROM json_to_recordset(batch -> 'new') AS n ({_KEY})
-                JOIN pushes USING (workflow_id, node_id, call_id)
-            ) OR json_array_length(batch -> 'stored') <> (
-                SELECT count(*) FROM json_to_recordset(batch -> 'stored') AS s ({_KEY})
-                JOIN pushes USING (workflow_id, node_id, call_id)
+            IF json_array_length(in_stored) <> (
+                SELECT count(*) FROM json_to_recordset(in_stored) AS s ({_KEY})
+                CROSS JOIN LATERAL ({_STORED_ROW.format("s")}) AS p
             ) OR EXISTS (
-                SELECT 1 FROM json_to_recordset(batch -> 'versions') AS v ({_KEY}, body_hash text)
-                JOIN pushes AS p USING (workflow_id, node_id, call_id)
-                JOIN push_versions AS pv ON pv.push_seq = p.seq AND pv.body_hash = decode(v.body_hash, 'hex')
+                SELECT 1 FROM ROWS FROM (json_to_recordset(in_versions) AS ({_KEY}), unnest(in_version_hashes))
+                    AS v (workflow_id, node_id, call_id, body_hash)
+                CROSS JOIN LATERAL ({_STORED_ROW.format("v")}) AS p
+                JOIN push_versions AS pv ON pv.push_seq = p.seq AND pv.body_hash = v.body_hash
             ) THEN
-                RETURN false;
+                RAISE EXCEPTION 'the stored calls changed since the look-up' USING ERRCODE = '{BATCH_CHANGED}';
             END IF;
 
+            -- The unique key's own index says whether a "new" call was stored since the look-up.
             INSERT INTO pushes ({", ".join(PUSH_ROW_COLUMNS)}, deliveries)
-            SELECT {_INSERTED}, 1 FROM json_to_recordset(batch -> 'new') AS n ({_NEW_ROW});
+            SELECT {", ".join(f"n.{column}" for column in PUSH_ROW_COLUMNS)}, 1
+            FROM ROWS FROM (json_to_recordset(in_new) AS ({_NEW_ROW}), unnest(in_new_hashes), unnest(in_new_bodies))
+                AS n ({", ".join(PUSH_ROW_COLUMNS)})
+            ON CONFLICT (workflow_id, node_id, call_id) DO NOTHING;
+            GET DIAGNOSTICS inserted = ROW_COUNT;
+            IF inserted <> json_array_length(in_new) THEN
+                RAISE EXCEPTION 'a new call was stored since the look-up' USING ERRCODE = '{BATCH_CHANGED}';
+            END IF;
 
             UPDATE pushes AS p SET deliveries = p.deliveries + r.count,
                 last_received_at = greatest(p.last_received_at, r.latest)
             FROM (
-                SELECT workflow_id, node_id, call_id, count(*) AS count, max(received_at) AS latest
-                FROM json_to_recordset(batch -> 'repeated') AS r ({_KEY}, received_at text)
-                GROUP BY workflow_id, node_id, call_id
+                SELECT found.seq, count(*) AS count, max(r.received_at) AS latest
+                FROM json_to_recordset(in_repeated) AS r ({_KEY}, received_at text)
+                CROSS JOIN LATERAL ({_STORED_ROW.format("r")}) AS found
+                GROUP BY found.seq
             ) AS r
-            WHERE p.workflow_id = r.workflow_id AND p.node_id = r.node_id AND p.call_id = r.call_id;
+            WHERE p.seq = r.seq;
 
             INSERT INTO push_versions (push_seq, received_at, body_hash, body)
-            SELECT p.seq, v.received_at, decode(v.body_hash, 'hex'), v.body
-            FROM json_to_recordset(batch -> 'versions')
-                AS v ({_KEY}, n integer, received_at text, body_hash text, body text)
-            JOIN pushes AS p USING (workflow_id, node_id, call_id)
+            SELECT p.seq, v.received_at, v.body_hash, v.body
+            FROM ROWS FROM (
+                json_to_recordset(in_versions) AS ({_KEY}, received_at text),
+                unnest(in_version_hashes),
+                unnest(in_version_bodies)
+            ) WITH ORDINALITY AS v (workflow_id, node_id, call_id, received_at, body_hash, body, n)
+            CROSS JOIN LATERAL ({_STORED_ROW.format("v")}) AS p
             ORDER BY v.n;
 
             INSERT INTO forward_jobs
@@ -217,17 +238,17 @@ BATCH_FUNCTION = Migration(
                 CASE WHEN v.id IS NULL THEN 0
                 ELSE (SELECT count(*) FROM push_versions WHERE push_seq = p.seq AND id <= v.id) END,
                 j.destination, j.idempotency_key, j.created_at, j.next_attempt_at
-            FROM json_to_recordset(batch -> 'jobs') AS j (
+            FROM json_to_recordset(in_jobs) AS j (
                 {_KEY}, destination text, idempotency_key text, created_at text,
                 next_attempt_at double precision, version_hash text
             )
-            JOIN pushes AS p USING (workflow_id, node_id, call_id)
+            CROSS JOIN LATERAL ({_STORED_ROW.format("j")}) AS p
             LEFT JOIN push_versions AS v ON v.push_seq = p.seq AND v.body_hash = decode(j.version_hash, 'hex');
 
             -- A purge may have removed the job while it was being delivered: then there is nothing to record.
             INSERT INTO forward_attempts (job_id, attempted_at, status, seconds, error)
             SELECT a.job_id, a.attempted_at, a.status, a.seconds, a.error
-            FROM json_to_recordset(batch -> 'attempts')
+            FROM json_to_recordset(in_attempts)
                 AS a (job_id bigint, attempted_at text, status integer, seconds double precision, error text)
             WHERE EXISTS (SELECT 1 FROM forward_jobs WHERE id = a.job_id);
 
@@ -235,33 +256,34 @@ BATCH_FUNCTION = Migration(
                 next_attempt_at = a.next_attempt_at, last_attempt_at = a.attempted_at,
                 delivered_at = CASE WHEN a.state = 'delivered' THEN a.attempted_at ELSE j.delivered_at END,
                 last_error = a.error
-            FROM json_to_recordset(batch -> 'attempts') AS a (
+            FROM json_to_recordset(in_attempts) AS a (
                 job_id bigint, attempted_at text, error text, state text, next_attempt_at double precision
             )
             WHERE j.id = a.job_id;
 
             INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)
-            SELECT r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, decode(r.body, 'hex')
-            FROM json_to_recordset(batch -> 'rejects') AS r (
-                received_at text, remote text, reason text, detail text, path text, headers text, body text
-            );
+            SELECT r.received_at, r.remote, r.reason, r.detail, r.path, r.headers, r.body
+            FROM ROWS FROM (
+                json_to_recordset(in_rejects)
+                    AS (received_at text, remote text, reason text, detail text, path text, headers text),
+                unnest(in_reject_bodies)
+            ) AS r (received_at, remote, reason, detail, path, headers, body);
 
             -- After the pushes, so that each mark finds its push's seq, and in the same commit: a reject is
             -- marked if and only if its push is stored.
             UPDATE rejects AS r SET reprocessed_at = m.marked_at, reprocessed_seq = p.seq
-            FROM json_to_recordset(batch -> 'marks') AS m ({_KEY}, reject_id bigint, marked_at text)
-            JOIN pushes AS p USING (workflow_id, node_id, call_id)
+            FROM json_to_recordset(in_marks) AS m ({_KEY}, reject_id bigint, marked_at text)
+            CROSS JOIN LATERAL ({_STORED_ROW.format("m")}) AS p
             WHERE r.id = m.reject_id;
 
-            IF batch ->> 'probe' IS NOT NULL THEN
-                INSERT INTO meta (key, value) VALUES ('last_write_probe', batch ->> 'probe')
+            IF in_probe IS NOT NULL THEN
+                INSERT INTO meta (key, value) VALUES ('last_write_probe', in_probe)
                 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
             END IF;
 
-            FOR part IN SELECT json_array_elements_text(batch -> 'notify') LOOP
+            FOREACH part IN ARRAY in_notify LOOP
                 PERFORM pg_notify('{PUSHES_CHANNEL}', part);
             END LOOP;
-            RETURN true;
         END
         $$
         """,
