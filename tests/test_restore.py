@@ -91,15 +91,19 @@ def test_restore_takes_the_generation_with_the_data_and_the_feed_skips_no_new_pu
     assert run_litestream_restore(config, db, plain) == 0
     assert rows(plain, "SELECT count(*) FROM pushes")[0][0] == 0
 
-    # While a receiver has the file open, restore refuses and changes nothing.
+    # While a receiver, or Litestream alone, has the file open, restore refuses and changes nothing.
+    refused = (
+        f"airudder-receiver: restore: {db} is open in another process (the receiver or Litestream): stop them"
+        " first, systemctl stop airudder-receiver airudder-receiver-litestream\n"
+    )
     with running_server(tmp_path, db) as server:
-        code, out, err = restore(tmp_path, config, db, "--force")
-        assert (code, out) == (2, "")
-        assert err == (
-            f"airudder-receiver: restore: {db} is open in another process (the receiver or Litestream): stop them"
-            " first, systemctl stop airudder-receiver airudder-receiver-litestream\n"
-        )
+        assert restore(tmp_path, config, db, "--force") == (2, "", refused)
         assert server.stop() == 0
+    log = tmp_path / "litestream-alone.log"
+    shm = db.with_name(db.name + "-shm")
+    with replicating(config, log):
+        wait_for("Litestream did not open the database", shm.exists, 20, log)
+        assert restore(tmp_path, config, db, "--force") == (2, "", refused)
     code, out, err = restore(tmp_path, config, db)
     assert (code, out) == (2, "")
     assert "exists; add --force" in err
