@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Protocol
 
-from commands import backup, export, forward, purge, reprocess_rejects, send_sample, stats
+from commands import backup, drill, export, forward, purge, reprocess_rejects, restore, send_sample, stats
 from plumbing.exits import INTERRUPTED, CommandFailed, fail
 from plumbing.settings import Settings
 from storage.backend import DatabaseUnavailable
@@ -32,7 +32,7 @@ class Command(Protocol):
 
 
 # Modules match the protocol (mypy checks each one).
-COMMANDS: tuple[Command, ...] = (export, stats, purge, reprocess_rejects, send_sample, backup, forward)
+COMMANDS: tuple[Command, ...] = (export, stats, purge, reprocess_rejects, send_sample, backup, restore, drill, forward)
 
 # What a command may run into that is the operator's to fix, not a bug.
 COMMAND_ERRORS = (CommandFailed, CopyDamaged, DatabaseUnavailable, FilterError, SchemaTooNew, OSError, *STORE_ERRORS)

@@ -1,5 +1,10 @@
 """``backup``: a consistent copy of the live database, taken while the receiver keeps serving.
 
+With ``--from-replica`` the copy is Litestream's replica restored (commands/replica.py), not a read of the
+live file: beside Litestream a long read holds up its forced checkpoints, and with them the receiver's
+commits; restoring the replica reads nothing of the live file but the newest push, to check the copy is
+current.
+
 DEST is a file, or an existing folder: there the copy is named after the database and the UTC time
 (``pushes-2026-12-02T031500.123456Z.sqlite3``), and only the newest ``--keep`` (setting ``backup_keep``) of
 those dated copies stay. The copy is written under a hidden temporary name in DEST's folder, checked
@@ -12,12 +17,15 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from commands.progress import Progress, on_terminal, progress
+from commands.replica import add_litestream_arguments, add_max_lag_argument, lag_seconds, restore_best
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
 from storage.backup import Copied
@@ -44,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep", type=_positive, help="with a folder DEST: dated copies to keep, the newest (default: backup_keep)"
     )
+    parser.add_argument(
+        "--from-replica", action="store_true",
+        help="copy Litestream's replica (restored, checked, no older than --max-lag) instead of reading the live file",
+    )  # fmt: skip
+    add_litestream_arguments(parser)
+    add_max_lag_argument(parser)
 
 
 def dated_name(db_path: Path, when: datetime) -> str:
@@ -61,17 +75,38 @@ def prune(folder: Path, db_path: Path, keep: int) -> list[Path]:
     return old
 
 
+# SQLite's files beside the database: replacing one under a running receiver loses what it holds (the
+# -wal holds every commit since the last checkpoint).
+COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _live_file(dest: Path, source: Path) -> str | None:
+    """What ``dest`` is of the live database, in words, or None when it is none of its files."""
+    where = source.resolve()
+    live = {where: "the database itself"}
+    live.update({where.with_name(where.name + end): f"the {end} file of the database {source}" for end in COMPANIONS})
+    # By name: a companion that is not there at this moment is there again as soon as SQLite opens the file.
+    if dest.resolve() in live:
+        return live[dest.resolve()]
+    # By identity: another name of the same file (a hard link).
+    if dest.exists():
+        for path, what in live.items():
+            if path.exists() and dest.samefile(path):
+                return what
+    return None
+
+
 def _check_destination(dest: Path, source: Path, force: bool) -> None:
     if not dest.parent.is_dir():
         raise CommandFailed(f"the folder {dest.parent} does not exist")
-    if dest.exists() or dest.is_symlink():
-        if dest.exists() and dest.samefile(source):
-            raise CommandFailed(f"{dest} is the database itself")
-        if not force:
-            raise CommandFailed(f"{dest} exists; add --force to replace it")
+    what = _live_file(dest, source)
+    if what is not None:
+        raise CommandFailed(f"{dest} is {what}")
+    if (dest.exists() or dest.is_symlink()) and not force:
+        raise CommandFailed(f"{dest} exists; add --force to replace it")
 
 
-def _sync(path: Path) -> None:
+def sync(path: Path) -> None:
     """fsync a file or a folder (the folder makes the rename durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -94,9 +129,9 @@ def _write_copy(database: Database, dest: Path, shown: Progress) -> Copied:
             shown.advance(done - shown.done)
 
         copied = asyncio.run(database.backup(str(partial), step))
-        _sync(partial)
+        sync(partial)
         os.replace(partial, dest)
-        _sync(dest.parent)
+        sync(dest.parent)
     except BaseException as exc:
         for leftover in (partial, *(partial.with_name(partial.name + end) for end in ("-journal", "-wal", "-shm"))):
             leftover.unlink(missing_ok=True)
@@ -106,6 +141,29 @@ def _write_copy(database: Database, dest: Path, shown: Progress) -> Copied:
             raise CommandFailed(f"cannot write {dest}: {exc.strerror or exc}") from None
         raise
     return copied
+
+
+def _copy_from_replica(args: argparse.Namespace, source: Path, dest: Path) -> Copied:
+    started = time.time()
+    try:
+        work = tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-")
+    except OSError as exc:
+        raise CommandFailed(f"cannot write in {dest.parent}: {exc.strerror}") from None
+    try:
+        restored = restore_best(args, source, Path(work))
+        lag = lag_seconds(source, restored.contents, started)
+        if lag > args.max_lag:
+            raise CommandFailed(
+                f"the replica lags the database by {lag:.1f} s, more than {args.max_lag:g} s: see to Litestream,"
+                " or copy the live file (backup without --from-replica)"
+            )
+        restored.path.chmod(0o600)
+        sync(restored.path)
+        os.replace(restored.path, dest)
+        sync(dest.parent)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Copied(restored.contents.pushes, restored.contents.rejects)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -123,8 +181,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         dest = Path(args.dest)
     _check_destination(dest, source, args.force)
-    with progress("backup", 0 if on_terminal() else None, unit="pages") as shown:
-        copied = _write_copy(database, dest, shown)
+    # Opened before the copy begins, so that a database it cannot read is named as such, not as a copy that
+    # failed.
+    asyncio.run(database.require_data())
+    if args.from_replica:
+        copied = _copy_from_replica(args, source, dest)
+    else:
+        with progress("backup", 0 if on_terminal() else None, unit="pages") as shown:
+            copied = _write_copy(database, dest, shown)
     removed = prune(dest.parent, source, args.keep or settings.backup_keep) if into_folder else []
     print(
         f"{dest}: {copied.pushes} pushes, {copied.rejects} rejects, {dest.stat().st_size} bytes,"

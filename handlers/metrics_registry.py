@@ -24,6 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from plumbing import drill_state
 from plumbing.version import VERSION
 from storage.link import LinkHealth
 from storage.outbox import Backlog
@@ -123,6 +124,20 @@ class Metrics:
     def watch_database(self, size: Callable[[], float], health: LinkHealth) -> None:
         self._database_bytes.set_function(size)
         self._link.health = health
+
+    def watch_drills(self, db_path: str) -> None:
+        """The restore drills' results, which the drill command writes beside the SQLite file."""
+        drilled = Gauge(
+            "airudder_receiver_drill_success_timestamp_seconds",
+            "Unix time the last successful restore drill finished (0: none yet).", registry=self.registry,
+        )  # fmt: skip
+        drilled.set_function(lambda: drill_state.last_success_timestamp(db_path))
+        drill_age = Gauge(
+            "airudder_receiver_drill_newest_push_age_seconds",
+            "Age of the newest push that the last successful restore drill found in the replica (NaN: no drill).",
+            registry=self.registry,
+        )  # fmt: skip
+        drill_age.set_function(lambda: drill_state.newest_push_age(db_path))
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(lambda: float(depth()))

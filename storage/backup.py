@@ -5,6 +5,10 @@ the writer, so pushes keep committing (into the WAL, past our snapshot) while th
 the copy is the database as it was at one commit. Without that transaction each step would start a new
 one, and SQLite restarts a backup from page 1 whenever another connection wrote in between: under a
 steady stream of pushes it would never finish.
+
+That one read is what a forced (RESTART) checkpoint waits for while holding off every writer: beside
+Litestream, which forces one when the WAL passes 10,000 pages, a long copy costs pushes time, and the
+copy from the replica (``backup --from-replica``, commands/replica.py) is the one to take there.
 """
 
 from __future__ import annotations

@@ -97,6 +97,49 @@ def test_backup_refuses_an_existing_file_unless_forced(
     assert integrity(filled) == ["ok"]
 
 
+@pytest.mark.parametrize("end", ["-wal", "-shm", "-journal"])
+def test_backup_refuses_the_live_databases_companion_files_even_forced(
+    end: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replacing the -wal under a running receiver loses every commit since the last checkpoint."""
+    db = tmp_path / "live" / "pushes.sqlite3"
+    companion = db.with_name(db.name + end)
+    with running_server(tmp_path, db) as server:
+        assert post(f"{server.url}/push", push_body("kept"))[0] == 200
+        before = companion.read_bytes() if companion.exists() else None
+        # By name (whether or not SQLite has the file at this moment), and through another path to it.
+        for dest in (companion, tmp_path / "live" / ".." / "live" / companion.name):
+            code, out, err = backup(capsys, "--db", str(db), "--force", str(dest))
+            assert (code, out) == (2, "")
+            assert err == f"airudder-receiver: backup: {dest} is the {end} file of the database {db}\n"
+        assert (companion.read_bytes() if companion.exists() else None) == before
+        assert server.stop() == 0
+    assert rows(db, "SELECT call_id FROM pushes")[0][0] == "kept"
+
+
+def test_backup_refuses_a_hard_link_to_the_live_wal(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wal = filled.with_name(filled.name + "-wal")
+    wal.write_bytes(b"")
+    (tmp_path / "other").mkdir()
+    link = tmp_path / "other" / "copy.sqlite3"
+    link.hardlink_to(wal)
+    code, _, err = backup(capsys, "--db", str(filled), "--force", str(link))
+    assert code == 2
+    assert err == f"airudder-receiver: backup: {link} is the -wal file of the database {filled}\n"
+
+
+def test_backup_of_a_database_it_cannot_read_names_the_database(filled: Path, tmp_path: Path) -> None:
+    filled.chmod(0o000)
+    dest = tmp_path / "copy.sqlite3"
+    done = run_server_to_exit(tmp_path, "backup", "--db", str(filled), str(dest), permissions_hold=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"airudder-receiver: backup: the database {filled} failed: unable to open database file\n"
+    assert not dest.exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
 def test_backup_into_a_folder_names_the_copy_by_time_and_keeps_the_newest(
     filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

