@@ -14,8 +14,7 @@ from typing import Protocol
 from commands import backup, drill, export, forward, purge, reprocess_rejects, restore, send_sample, stats
 from plumbing.exits import INTERRUPTED, CommandFailed, fail
 from plumbing.settings import Settings
-from storage.backend import DatabaseUnavailable
-from storage.backup import CopyDamaged
+from storage.backend import CopyDamaged, DatabaseUnavailable
 from storage.database import DATABASE_ERRORS, failed
 from storage.filters import FilterError
 from storage.schema import SchemaTooNew

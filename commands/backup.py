@@ -28,7 +28,7 @@ from commands.progress import Progress, on_terminal, progress
 from commands.replica import add_litestream_arguments, add_max_lag_argument, lag_seconds, restore_best
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
-from storage.backup import Copied
+from storage.backend import Copied
 from storage.database import Database
 
 NAME = "backup"

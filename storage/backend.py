@@ -5,14 +5,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
-from storage.backup import Copied, Progress
 from storage.link import LinkHealth
 from storage.outbox import Outbox, Replays, Router
 from storage.retention import Chunks
 from storage.sql import Reader
 from storage.writer import Batches
+
+# (pages copied, pages in all) of a backup.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What a backup's copy holds."""
+
+    pushes: int
+    rejects: int
+
+
+class CopyDamaged(Exception):
+    """The finished copy failed SQLite's integrity check; the message is one sentence."""
 
 
 class DatabaseUnavailable(Exception):

@@ -17,8 +17,7 @@ from typing import Any
 
 from plumbing.settings import Settings
 from storage import outbox, queries
-from storage.backend import Backend
-from storage.backup import Copied, Progress
+from storage.backend import Backend, Copied, Progress
 from storage.link import LinkHealth
 from storage.outbox import Outbox, Replays
 from storage.postgres.backend import PostgresBackend

@@ -216,6 +216,8 @@ def test_refused_pushes_and_a_calls_latest_version_are_shown(tmp_path: Path, pag
         rejects.last.click()
         expect(detail.locator("h2")).to_have_text("Refused: invalid_json")
         expect(detail.locator("pre.reject-body")).to_have_text("not json, <b>bold</b>")  # text, never markup
+
+
 def test_the_deliveries_view_shows_what_waits_and_retries_it(tmp_path: Path, page: Page) -> None:
     script = tmp_path / "take.sh"
     # Refuses every delivery until the test lets it through.

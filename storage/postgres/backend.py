@@ -9,8 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from plumbing.settings import Settings
-from storage.backend import DatabaseUnavailable, require_known
-from storage.backup import Copied, Progress
+from storage.backend import Copied, DatabaseUnavailable, Progress, require_known
 from storage.link import LinkHealth
 from storage.outbox import Router
 from storage.postgres.batches import PgBatches

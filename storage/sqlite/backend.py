@@ -11,12 +11,12 @@ from pathlib import Path
 import aiosqlite
 
 from plumbing.settings import Settings
-from storage.backend import DatabaseUnavailable, NoDatabase, require_known
-from storage.backup import Copied, Progress, copy_database
+from storage.backend import Copied, DatabaseUnavailable, NoDatabase, Progress, require_known
 from storage.link import LinkHealth
 from storage.outbox import Router
 from storage.schema import SchemaTooNew
 from storage.sqlite.access import require_access
+from storage.sqlite.backup import copy_database
 from storage.sqlite.batches import SqliteBatches
 from storage.sqlite.connection import open_reader, open_writer
 from storage.sqlite.outbox import SqliteOutbox, SqliteReplays

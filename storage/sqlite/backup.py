@@ -15,30 +15,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import aiosqlite
 
+from storage.backend import Copied, CopyDamaged, Progress
 from storage.sqlite.connection import read_snapshot
 
 # Pages per step (4 MiB at the default 4 KiB page), and a pause after each: the copy takes turns with the
 # receiver for the disk and the CPU instead of saturating them.
 STEP_PAGES = 1024
 STEP_PAUSE = 0.002
-
-# (pages copied, pages in all)
-Progress = Callable[[int, int], None]
-
-
-class CopyDamaged(Exception):
-    """The finished copy failed SQLite's integrity check; the message is one sentence."""
-
-
-@dataclass(frozen=True)
-class Copied:
-    pushes: int
-    rejects: int
 
 
 def _count(conn: sqlite3.Connection, table: str) -> int:
