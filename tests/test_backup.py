@@ -135,7 +135,10 @@ def test_backup_of_a_database_it_cannot_read_names_the_database(filled: Path, tm
     dest = tmp_path / "copy.sqlite3"
     done = run_server_to_exit(tmp_path, "backup", "--db", str(filled), str(dest), permissions_hold=True)
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == f"airudder-receiver: backup: the database {filled} failed: unable to open database file\n"
+    # The database is named, never the destination, with why it cannot be read.
+    assert done.stderr.startswith(f"airudder-receiver: backup: cannot open the database {filled}: this user")
+    assert "may not read it" in done.stderr
+    assert str(dest) not in done.stderr
     assert not dest.exists()
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 

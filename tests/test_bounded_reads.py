@@ -78,7 +78,7 @@ print(counts["reads"], flush=True)
 # Idle and read-under pushes alternate in rounds, so that the load other programs put on the machine
 # falls on both alike.
 ROUNDS, PER_ROUND = 8, 150
-IDLE_FLOOR = 0.003
+IDLE_FLOOR = 0.005
 
 
 def push_latencies(port: int, prefix: str, count: int) -> list[float]:
@@ -155,8 +155,9 @@ def test_a_call_with_100_versions_of_1_mib_read_by_8_clients(tmp_path: Path) -> 
     assert (detail["version_count"], detail["body_version"], detail["body"]["version"]) == (101, 100, 100)
     assert int(reads) >= 16
     assert peak < 200
-    # Idle is counted as at least 3 ms: on two shared cores the scheduler alone moves a p99 of 2 ms by that
-    # much. Before reads were bounded, a push took over a second while the call was read.
+    # Idle is counted as at least 5 ms: on two shared cores, with the rest of the suite running, the scheduler
+    # alone moved a p99 of 2 ms to 8 ms once (8 readers in another process share the two cores). Before reads
+    # were bounded, a push took over a second while the call was read.
     assert p99(loaded) <= 2 * max(p99(idle), IDLE_FLOOR)
 
 
