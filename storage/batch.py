@@ -92,6 +92,17 @@ PUSH_ROW_COLUMNS = (
 )
 
 
+# The typed columns that a later, differing body of a call brings up to date: all but the key, the receive
+# times and the first body (which stays, with the later ones in push_versions).
+LATEST_COLUMNS = (*PUSH_ROW_COLUMNS[3 : PUSH_ROW_COLUMNS.index("first_received_at")], "warnings")
+
+
+def latest_values(p: PushRecord) -> tuple[object, ...]:
+    """A new version's values of LATEST_COLUMNS, in that order."""
+    row = dict(zip(PUSH_ROW_COLUMNS, push_row(p), strict=True))
+    return tuple(row[column] for column in LATEST_COLUMNS)
+
+
 def push_row(p: PushRecord) -> tuple[object, ...]:
     """A new call's values, in the order of PUSH_ROW_COLUMNS."""
     return (

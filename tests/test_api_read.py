@@ -40,6 +40,14 @@ async def test_one_push_has_body_metadata_and_versions(make_client: ClientFactor
     assert (first["version"], first["body"]) == (0, orjson.loads(SAMPLE_BYTES))
     assert (later["version"], later["body"]["call"]["intention"]) == (1, "F")
     assert later["received_at"] >= first["received_at"] == push["first_received_at"]
+    # The typed columns follow the latest version too (the feed, the filters and SQL read them).
+    assert push["intention"] == "F"
+    (listed,) = (await get_json(client, "/api/pushes", intention="F"))["items"]
+    assert listed["call_id"] == push["call_id"]
+    # Two more versions in one batch: the last one received wins.
+    await asyncio.gather(post_push(client, sample(intention="G")), post_push(client, sample(intention="H")))
+    latest = await get_json(client, f"/api/pushes/{KEY}")
+    assert latest["intention"] == latest["body"]["call"]["intention"]
 
 
 @both_backends
@@ -107,8 +115,9 @@ async def test_stats_count_pushes_duplicates_and_rejects(make_client: ClientFact
         {"workflow_id": "w2", "workflow_name": "second", "pushes": 1},
     ]
     assert [row["pushes"] for row in stats["by_node"]] == [3, 1]
-    assert stats["by_intention"] == [{"intention": "A", "pushes": 2}, {"intention": "B", "pushes": 1},
-                                     {"intention": "E", "pushes": 1}]  # fmt: skip
+    # s0's later body (intention E) is its latest version, which the typed columns follow.
+    assert stats["by_intention"] == [{"intention": "E", "pushes": 2}, {"intention": "A", "pushes": 1},
+                                     {"intention": "B", "pushes": 1}]  # fmt: skip
     assert stats["last_push_at"] >= stats["first_push_at"]
 
 

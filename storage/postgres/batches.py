@@ -27,12 +27,14 @@ import orjson
 
 from storage import outbox
 from storage.batch import (
+    LATEST_COLUMNS,
     PUSH_ROW_COLUMNS,
     Classified,
     Split,
     StoredHashes,
     add_stored,
     classify,
+    latest_values,
     outcomes_in_order,
     push_row,
     split_batch,
@@ -100,7 +102,10 @@ def batch_arguments(batch: Split, found: Classified, route: outbox.Router | None
         # The calls the look-up found stored: the function checks they still are.
         _json(_KEY, list(dict.fromkeys(p.key for p in found.repeated if p.key not in new_keys))),
         _json((*_KEY, "received_at"), [(*p.key, p.received_at) for p in found.repeated]),
-        _json((*_KEY, "received_at"), [(*p.key, p.received_at) for p in found.versions]),
+        _json(
+            (*_KEY, "received_at", *LATEST_COLUMNS),
+            [(*p.key, p.received_at, *latest_values(p)) for p in found.versions],
+        ),
         [p.body for p in found.versions],
         [p.body_hash for p in found.versions],
         _json(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from storage.batch import PUSH_ROW_COLUMNS
+from storage.batch import LATEST_COLUMNS, PUSH_ROW_COLUMNS
 from storage.postgres.connection import FEED_LOCK, MIGRATION_LOCK, PUSHES_CHANNEL
 from storage.schema import CALL_VIEW_FIELDS, Migration, SchemaTooNew
 
@@ -21,6 +21,7 @@ _TEXT_COLUMNS = PUSH_ROW_COLUMNS[PUSH_ROW_COLUMNS.index("workflow_name") : PUSH_
 # The columns of a new call's row before its hash and body, which come as arrays beside it.
 _NEW_ROW = ", ".join(f"{column} text" for column in PUSH_ROW_COLUMNS[:-2])
 _KEY = "workflow_id text, node_id text, call_id text"
+_LATEST = ", ".join(f"{column} text" for column in LATEST_COLUMNS)
 # The SQLSTATE receiver_write_batch raises when the batch must be looked up and classified again.
 BATCH_CHANGED = "AR001"
 # The stored call of the row named {0} (a LATERAL subquery).
@@ -231,6 +232,16 @@ BATCH_FUNCTION = Migration(
             ) WITH ORDINALITY AS v (workflow_id, node_id, call_id, received_at, body_hash, body, n)
             CROSS JOIN LATERAL ({_STORED_ROW.format("v")}) AS p
             ORDER BY v.n;
+
+            -- The typed columns follow each call's latest version in the batch.
+            UPDATE pushes AS p SET ({", ".join(LATEST_COLUMNS)}) = ({", ".join(f"v.{c}" for c in LATEST_COLUMNS)})
+            FROM (
+                SELECT DISTINCT ON (workflow_id, node_id, call_id) *
+                FROM ROWS FROM (json_to_recordset(in_versions) AS ({_KEY}, {_LATEST}))
+                    WITH ORDINALITY AS v (workflow_id, node_id, call_id, {", ".join(LATEST_COLUMNS)}, n)
+                ORDER BY workflow_id, node_id, call_id, n DESC
+            ) AS v
+            WHERE p.workflow_id = v.workflow_id AND p.node_id = v.node_id AND p.call_id = v.call_id;
 
             INSERT INTO forward_jobs
                 (push_seq, version_id, version, destination, idempotency_key, created_at, next_attempt_at)

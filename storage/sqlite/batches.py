@@ -16,7 +16,16 @@ from functools import partial
 import aiosqlite
 
 from storage import outbox
-from storage.batch import StoredHashes, add_stored, classify, outcomes_in_order, push_row, split_batch
+from storage.batch import (
+    LATEST_COLUMNS,
+    StoredHashes,
+    add_stored,
+    classify,
+    latest_values,
+    outcomes_in_order,
+    push_row,
+    split_batch,
+)
 from storage.link import LinkHealth
 from storage.records import Outcome, PushRecord, Record, utc_now
 from storage.sqlite.connection import run_transaction
@@ -48,6 +57,11 @@ _INSERT_VERSION = """
 INSERT OR IGNORE INTO push_versions (push_seq, received_at, body_hash, body)
 SELECT seq, ?, ?, ? FROM pushes WHERE workflow_id = ? AND node_id = ? AND call_id = ?
 """
+# The typed columns follow the latest version, as the inspector and a call's detail show it.
+_TAKE_LATEST = (
+    f"UPDATE pushes SET {', '.join(f'{column} = ?' for column in LATEST_COLUMNS)}"
+    " WHERE workflow_id = ? AND node_id = ? AND call_id = ?"
+)
 _INSERT_REJECT = """
 INSERT INTO rejects (received_at, remote, reason, detail, path, headers, body)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -139,6 +153,7 @@ def _write_records(records: Sequence[Record], route: outbox.Router | None, db: s
         db.executemany(_COUNT_DELIVERY, [(p.received_at, *p.key) for p in found.repeated])
     if found.versions:
         db.executemany(_INSERT_VERSION, [(p.received_at, p.body_hash, p.body, *p.key) for p in found.versions])
+        db.executemany(_TAKE_LATEST, [(*latest_values(p), *p.key) for p in found.versions])
     # The outbox: in this same transaction, so a stored push always has its forward jobs.
     jobs = outbox.job_rows(route, batch.pushes, found.outcomes) if route else []
     if jobs:
