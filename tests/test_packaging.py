@@ -42,7 +42,8 @@ def test_the_wheel_builds_without_warnings_and_holds_the_package_data(tmp_path: 
         "handlers/inspector_assets/index.html",
         "handlers/inspector_assets/inspector.css",
         "handlers/inspector_assets/inspector.js",
-        "storage/migrations.py",
+        "storage/sqlite/schema.py",
+        "storage/postgres/schema.py",
         "plumbing/version.py",
     } <= names
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
