@@ -38,7 +38,8 @@ lint: $(VENV)/.test-deps
 # check alone and runs lint from its recipe. make run does not need them.
 test: system-packages
 	@$(MAKE) --no-print-directory lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not serial"
+	$(BIN)/pytest -m serial -n 0
 
 # Installs the missing ones as root; otherwise names the apt-get command to run, and stops.
 system-packages:

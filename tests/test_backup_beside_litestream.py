@@ -40,6 +40,7 @@ def p99(answers: list[Answer]) -> float:
     return seconds[int(0.99 * (len(seconds) - 1))]
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(120)
 async def test_backup_from_the_replica_under_load_keeps_p99_within_twice_and_refuses_nothing(tmp_path: Path) -> None:
     db = await asyncio.to_thread(migrated, tmp_path / "live" / "pushes.sqlite3")

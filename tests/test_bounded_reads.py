@@ -108,6 +108,7 @@ def peak_rss_mib(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
+@pytest.mark.serial
 def test_a_call_with_100_versions_of_1_mib_read_by_8_clients(tmp_path: Path) -> None:
     db_path = migrated(tmp_path / "pushes.sqlite3")
     with sqlite_file(db_path) as conn:

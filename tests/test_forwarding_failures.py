@@ -140,6 +140,7 @@ def p99(tally: Tally) -> float:
 
 
 # The outage itself, then seconds for the rest (4,000 pushes, the catching up).
+@pytest.mark.serial
 @pytest.mark.timeout(OUTAGE_SECONDS + 120)
 async def test_a_dead_destination_slows_no_push_and_gets_everything_when_back(tmp_path: Path) -> None:
     downstream = Downstream()  # not started: the port refuses connections

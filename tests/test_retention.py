@@ -71,6 +71,7 @@ def test_purge_wants_an_age(tmp_path: Path, age: str, capsys: pytest.CaptureFixt
 ROWS = 40_000
 
 
+@pytest.mark.serial
 @both_backends
 def test_purge_while_the_server_takes_pushes(tmp_path: Path, db_path: Any) -> None:
     """Many rows received at one moment, the case where a chunk that walks the index without the id read

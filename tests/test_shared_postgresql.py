@@ -26,6 +26,7 @@ pytestmark = pytest.mark.failure
 FREEZE_SECONDS = 20.0
 
 
+@pytest.mark.serial
 @pytest.mark.timeout(90)
 async def test_a_receiver_frozen_for_20s_under_load_does_not_stall_the_other(
     tmp_path: Path, pg_cluster: PgCluster
