@@ -55,7 +55,6 @@ from plumbing.systemd_notify import Notifier
 from plumbing.version import VERSION
 from storage.backend import DatabaseUnavailable
 from storage.database import Database
-from storage.postgres.connection import is_postgres
 from storage.records import Outcome, Record
 
 log = logging.getLogger("airudder_receiver")
@@ -89,8 +88,8 @@ def database_context(settings: Settings) -> Any:
                 writer.add_listener(log_pushes)
             app[METRICS].watch_queue(lambda: writer.depth)
             app[METRICS].watch_database(database.size, database.health)
-            if not is_postgres(settings.db_path):
-                app[METRICS].watch_drills(settings.db_path)
+            if (replicated := database.replicated_file()) is not None:
+                app[METRICS].watch_drills(str(replicated))
             app[WRITER] = writer
             app[DATABASE] = database
             app[READERS] = database.readers

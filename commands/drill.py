@@ -20,7 +20,7 @@ from commands.replica import add_litestream_arguments, add_max_lag_argument, epo
 from plumbing.drill_state import Drill, record
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
-from storage.postgres.connection import is_postgres
+from storage.database import Database
 
 NAME = "drill"
 HELP = "restore Litestream's replica to a temporary file, check it, fail when it lags the live database"
@@ -37,9 +37,9 @@ def _failed(db_path: str, problem: str) -> CommandFailed:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if is_postgres(settings.db_path):
+    db = Database(settings).replicated_file()
+    if db is None:
         raise CommandFailed("drill restores Litestream's replica of a SQLite file; PostgreSQL is not replicated so")
-    db = Path(settings.db_path)
     if not db.is_file():
         raise CommandFailed(f"there is no database at {db} (set --db or db_path)")
     started = time.time()

@@ -20,7 +20,7 @@ from commands.backup import COMPANIONS, sync
 from commands.replica import Contents, add_litestream_arguments, contents, integrity_problems, restore_best
 from plumbing.exits import CommandFailed
 from plumbing.settings import Settings
-from storage.postgres.connection import is_postgres
+from storage.database import Database
 from storage.sqlite.restored import jump_after_restore
 
 NAME = "restore"
@@ -96,9 +96,9 @@ def _from_backup(backup: Path, work: Path) -> tuple[Path, Contents]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if is_postgres(settings.db_path):
+    db = Database(settings).replicated_file()
+    if db is None:
         raise CommandFailed("restore rebuilds a SQLite file from Litestream; PostgreSQL restores with its own tools")
-    db = Path(settings.db_path)
     if not db.parent.is_dir():
         raise CommandFailed(f"the folder {db.parent} does not exist")
     if in_use(db):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from storage.link import LinkHealth
@@ -83,6 +84,11 @@ class Backend(Protocol):
     async def follow_pushes(self, deliver: Callable[[bytes], None]) -> bool:
         """Hand ``deliver`` every receiver's committed pushes, when several receivers share the database (a
         JSON list of summaries); False when this receiver is the only one and its own commits tell all."""
+        ...
+
+    def replicated_file(self) -> Path | None:
+        """The file that Litestream replicates and ``restore``/``drill`` rebuild; None for a database that is
+        not a file (a server keeps its own replicas)."""
         ...
 
     def require_copyable(self) -> None:

@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 from plumbing.settings import Settings
@@ -74,6 +75,10 @@ class Database:
     def require_file(self) -> None:
         """A command that only reads or tidies must not create a database where there was none."""
         self._backend.require_file()
+
+    def replicated_file(self) -> Path | None:
+        """The SQLite file Litestream replicates, or None when the database is not a file."""
+        return self._backend.replicated_file()
 
     def require_copyable(self) -> None:
         self._backend.require_copyable()

@@ -119,6 +119,9 @@ class PostgresBackend:
         await self._listener.start()
         return True
 
+    def replicated_file(self) -> None:
+        return None  # PostgreSQL replicates and restores with its own tools
+
     def _not_copyable(self) -> DatabaseUnavailable:
         return DatabaseUnavailable(
             f"backup copies a SQLite file; for the PostgreSQL database {self.name} use pg_dump"

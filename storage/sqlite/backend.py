@@ -140,6 +140,9 @@ class SqliteBackend:
     async def follow_pushes(self, deliver: Callable[[bytes], None]) -> bool:
         return False  # one receiver per file: its own commits are every push
 
+    def replicated_file(self) -> Path:
+        return Path(self.path)
+
     def require_copyable(self) -> None:
         self.require_file()
 
