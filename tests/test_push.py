@@ -177,7 +177,10 @@ async def test_a_reject_that_cannot_be_kept_is_answered_503_until_it_can(
     retried = await client.post("/push", data=b"not json")
     assert retried.status == 400
     kept = [(row["reason"], raw_body(row["body"])) for row in rows(db_path, "SELECT reason, body FROM rejects")]
-    assert kept == [("invalid_json", b"not json")]
+    # The retry's reject is kept. On PostgreSQL the first one's statement may still commit after its 503 (the
+    # client gave up waiting; the server's cancel can arrive after the lock is free), as a push answered 503
+    # may: then it is kept twice, never lost.
+    assert kept in ([("invalid_json", b"not json")], [("invalid_json", b"not json")] * 2)
 
 
 async def test_the_queue_is_bounded_by_bytes(
