@@ -164,7 +164,8 @@ def job_of(row: Any) -> Job:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """Due jobs now this receiver's to send, and when the destination's next job falls due (None: none waits)."""
+    """Due jobs now this receiver's to send; when none was due, when the destination's next job falls due (None:
+    none waits, or jobs were claimed)."""
 
     jobs: list[Job]
     next_due: float | None

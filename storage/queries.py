@@ -123,6 +123,11 @@ async def page_pushes(conn: Reader, push_filter: PushFilter, limit: int) -> list
     return [item async for item in iter_pushes(conn, push_filter, limit=limit)]
 
 
+def _call(p: Params, workflow_id: str, node_id: str, call_id: str) -> str:
+    """The WHERE clause that finds one call by its key."""
+    return f"workflow_id = {p(workflow_id)} AND node_id = {p(node_id)} AND call_id = {p(call_id)}"
+
+
 async def push_detail(conn: Reader, workflow_id: str, node_id: str, call_id: str) -> dict[str, Any] | None:
     """One call: typed columns, its latest body (null once purged) and which version that is, how many
     bodies it was received with (``push_versions`` pages through them), and its deliveries to forwarding
@@ -130,8 +135,7 @@ async def push_detail(conn: Reader, workflow_id: str, node_id: str, call_id: str
     async with conn.snapshot():  # the push and its latest version from the same commit
         p = conn.params()
         rows = await conn.fetch(
-            f"SELECT {', '.join(PUSH_COLUMNS)} FROM pushes"
-            f" WHERE workflow_id = {p(workflow_id)} AND node_id = {p(node_id)} AND call_id = {p(call_id)}",
+            f"SELECT {', '.join(PUSH_COLUMNS)} FROM pushes WHERE {_call(p, workflow_id, node_id, call_id)}",
             p,
         )
         if not rows:
@@ -166,8 +170,7 @@ async def push_versions(
     async with conn.snapshot():
         p = conn.params()
         rows = await conn.fetch(
-            f"SELECT seq FROM pushes"
-            f" WHERE workflow_id = {p(workflow_id)} AND node_id = {p(node_id)} AND call_id = {p(call_id)}",
+            f"SELECT seq FROM pushes WHERE {_call(p, workflow_id, node_id, call_id)}",
             p,
         )
         if not rows:

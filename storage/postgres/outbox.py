@@ -66,13 +66,16 @@ class PgOutbox:
             f" FROM claimed JOIN {outbox.JOB_SOURCE} ON j.id = claimed.id ORDER BY claimed.was, j.id",
             p,
         )
+        if rows:
+            # The dispatcher asks when the next job falls due only when none was due now.
+            return Claimed([outbox.job_of(row) for row in rows], None)
         p = reader.params()
         (soonest,) = await reader.fetch(
             f"SELECT min(next_attempt_at) FROM forward_jobs WHERE state = 'pending' AND destination = {p(destination)}"
             f" AND next_attempt_at > {p(now)}",
             p,
         )
-        return Claimed([outbox.job_of(row) for row in rows], soonest[0])
+        return Claimed([], soonest[0])
 
     async def backlog(self) -> dict[str, Backlog]:
         return await outbox.backlog(await self._reader())
